@@ -1,0 +1,103 @@
+"""Settings: the only place Loraboard reads the environment.
+
+Every value has an embedded default so that `make run` works on a bare machine:
+a SQLite database and a SQLite-backed Celery broker under the data directory,
+no server needed. The same code scales out by pointing the URLs at PostgreSQL
+and Redis.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, computed_field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LORABOARD_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("./var"),
+        description="Database, broker, uploaded files, artifacts and the demo model live here.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address the web server binds.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port the web server binds.")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default: a SQLite file in the data directory. "
+        "PostgreSQL: postgresql+psycopg://user@host/db",
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description="Celery broker; default: kombu's SQLAlchemy transport on a SQLite file "
+        "in the data directory. redis://host:6379/0 works too.",
+    )
+    result_backend_url: str | None = Field(
+        default=None,
+        description="Celery result backend (used for chat completions served by workers); "
+        "default: Redis when the broker is Redis, else a SQLite file in the data directory.",
+    )
+    redis_url: str | None = Field(
+        default=None, description="Optional; when set, live metrics are also published on Redis pub/sub."
+    )
+    completion_timeout_s: float = Field(
+        default=300.0, gt=0, description="How long the API waits for a worker to answer a chat completion."
+    )
+    heartbeat_interval_s: float = Field(
+        default=10.0, gt=0, description="How often a training worker marks its run as alive."
+    )
+    stale_run_after_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="A running run whose heartbeat is older than this is taken as orphaned and re-queued.",
+    )
+    max_upload_mb: int = Field(default=1024, ge=1, description="Largest dataset file accepted.")
+    sse_max_connection_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Lifetime cap of one live-update connection (the browser reconnects).",
+    )
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'loraboard.db'}"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{self.data_dir.resolve() / 'broker.db'}"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def resolved_result_backend_url(self) -> str:
+        if self.result_backend_url:
+            return self.result_backend_url
+        if self.resolved_broker_url.startswith(("redis://", "rediss://")):
+            return self.resolved_broker_url
+        return f"db+sqlite:///{self.data_dir.resolve() / 'results.db'}"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir.resolve() / "files"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir.resolve() / "artifacts"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir.resolve() / "models"
+
+    def ensure_dirs(self) -> None:
+        for path in (self.data_dir.resolve(), self.files_dir, self.artifacts_dir, self.models_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    settings = Settings()
+    settings.ensure_dirs()
+    return settings

@@ -1,0 +1,98 @@
+"""Errors in the OpenAI shape: {"error": {"message", "type", "param", "code"}}.
+
+Existing OpenAI clients turn these into their own exceptions (BadRequestError,
+NotFoundError, ...), so scripts written for the OpenAI API handle ours unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+_TYPES = {
+    400: "invalid_request_error",
+    404: "invalid_request_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    503: "server_error",
+    504: "server_error",
+}
+
+
+class APIError(Exception):
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        type: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.param = param
+        self.code = code
+        self.type = type or _TYPES.get(
+            status_code, "server_error" if status_code >= 500 else "invalid_request_error"
+        )
+
+
+def not_found(kind: str, identifier: str, param: str = "id") -> APIError:
+    return APIError(404, f"No {kind} found with id '{identifier}'.", param=param, code=f"{kind}_not_found")
+
+
+def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def _location_to_param(loc: tuple[Any, ...]) -> str:
+    # ("body", "method", "supervised", "hyperparameters", "lora_r") -> "lora_r": the field the user typed.
+    parts = [str(part) for part in loc if part not in ("body", "query", "path")]
+    return parts[-1] if parts else ""
+
+
+def describe_validation_errors(errors: list[Any], prefix: str = "") -> tuple[str, str | None]:
+    """One message naming every bad field, and the first field as `param`."""
+    lines = []
+    first_param = None
+    for error in errors:
+        param = _location_to_param(tuple(error.get("loc", ()))) or None
+        first_param = first_param or param
+        lines.append(f"{prefix}{param}: {error.get('msg')}" if param else f"{prefix}{error.get('msg')}")
+    return "; ".join(lines), first_param
+
+
+def config_validation_error(error: ValidationError) -> APIError:
+    message, param = describe_validation_errors(error.errors())
+    return APIError(400, f"Invalid hyperparameters: {message}", param=param, code="invalid_hyperparameters")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api_error(_request: Request, exc: APIError) -> JSONResponse:
+        return JSONResponse(
+            error_body(exc.message, exc.type, exc.param, exc.code), status_code=exc.status_code
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = describe_validation_errors(list(exc.errors()))
+        return JSONResponse(
+            error_body(message, "invalid_request_error", param, "invalid_request"), status_code=400
+        )
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        type_ = _TYPES.get(
+            exc.status_code, "server_error" if exc.status_code >= 500 else "invalid_request_error"
+        )
+        return JSONResponse(
+            error_body(str(exc.detail), type_), status_code=exc.status_code, headers=exc.headers
+        )

@@ -1,0 +1,146 @@
+"""SQLModel tables. The schema itself is made only by Alembic (migrations/).
+
+The database is the truth about a run: its config, its state, what it measured,
+what it saved. The broker only carries work.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, Text
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id(prefix: str) -> str:
+    """OpenAI-style ids: 'ftjob-…', 'file-…', 'ftckpt-…'."""
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def _timestamp(*, nullable: bool, index: bool = False) -> Any:
+    """A timezone-aware timestamp; the required ones default to now."""
+    column = Column(DateTime(timezone=True), nullable=nullable, index=index)
+    if nullable:
+        return Field(default=None, sa_column=column)
+    return Field(default_factory=utcnow, sa_column=column)
+
+
+class RunStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    cancelling = "cancelling"  # cancel asked; the worker stops at the next step
+    pausing = "pausing"  # pause asked; the worker saves a checkpoint at the next step and stops
+    paused = "paused"  # stopped with a checkpoint; resume re-queues it
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled)
+
+
+class Run(SQLModel, table=True):
+    __tablename__ = "runs"
+
+    id: str = Field(default_factory=lambda: new_id("ftjob"), primary_key=True, max_length=64)
+    created_at: datetime = _timestamp(nullable=False, index=True)
+    started_at: datetime | None = _timestamp(nullable=True)
+    finished_at: datetime | None = _timestamp(nullable=True)
+    heartbeat_at: datetime | None = _timestamp(nullable=True)
+    status: str = Field(default=RunStatus.queued.value, max_length=16, index=True)
+    # The validated RunConfig (app/run_config.py) as JSON: the one source of truth.
+    config: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    # Values derived from the config and the data (effective batch, total steps, ...).
+    derived: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # What the worker actually used (device, dtypes, mapped arguments, library versions).
+    runtime: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    user_metadata: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column("metadata", JSON, nullable=False)
+    )
+    suffix: str | None = Field(default=None, max_length=64)
+    fine_tuned_model: str | None = Field(default=None, max_length=300)
+    error_code: str | None = Field(default=None, max_length=64)
+    error_message: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    error_param: str | None = Field(default=None, max_length=64)
+    worker: str | None = Field(default=None, max_length=200)
+    task_id: str | None = Field(default=None, max_length=64)
+    attempts: int = Field(default=0)
+    current_step: int = Field(default=0)
+    total_steps: int | None = Field(default=None)
+    trained_tokens: int = Field(default=0)
+
+    @property
+    def run_status(self) -> RunStatus:
+        return RunStatus(self.status)
+
+
+class Metric(SQLModel, table=True):
+    """One logging step or one evaluation of a run; ids grow in insertion order (SSE event ids)."""
+
+    __tablename__ = "metrics"
+    __table_args__ = (Index("ix_metrics_run_step", "run_id", "step"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="runs.id", max_length=64, ondelete="CASCADE")
+    created_at: datetime = _timestamp(nullable=False)
+    step: int
+    epoch: float | None = None
+    loss: float | None = None
+    learning_rate: float | None = None
+    grad_norm: float | None = None
+    eval_loss: float | None = None
+    tokens_per_second: float | None = None
+    tokens_seen: int | None = None
+    gpu_memory_allocated_mb: float | None = None
+    gpu_memory_reserved_mb: float | None = None
+
+
+class Event(SQLModel, table=True):
+    """The run's log: messages (state changes, warnings) and one 'metrics' event per metrics row."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_run_id_id", "run_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="runs.id", max_length=64, ondelete="CASCADE")
+    created_at: datetime = _timestamp(nullable=False)
+    level: str = Field(default="info", max_length=16)
+    type: str = Field(default="message", max_length=16)
+    message: str = Field(sa_column=Column(Text, nullable=False))
+    data: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+
+
+class Checkpoint(SQLModel, table=True):
+    __tablename__ = "checkpoints"
+    __table_args__ = (Index("ix_checkpoints_run_step", "run_id", "step", unique=True),)
+
+    id: str = Field(default_factory=lambda: new_id("ftckpt"), primary_key=True, max_length=64)
+    run_id: str = Field(foreign_key="runs.id", max_length=64, ondelete="CASCADE")
+    created_at: datetime = _timestamp(nullable=False)
+    step: int
+    path: str = Field(sa_column=Column(Text, nullable=False))
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class DataFile(SQLModel, table=True):
+    """An uploaded file: a training set validated at upload, or a result file."""
+
+    __tablename__ = "files"
+
+    id: str = Field(default_factory=lambda: new_id("file"), primary_key=True, max_length=64)
+    created_at: datetime = _timestamp(nullable=False)
+    filename: str = Field(max_length=255)
+    purpose: str = Field(default="fine-tune", max_length=32)
+    bytes: int
+    path: str = Field(sa_column=Column(Text, nullable=False))
+    format: str | None = Field(default=None, max_length=32)
+    num_samples: int | None = None
+    status: str = Field(default="processed", max_length=16)

@@ -1,0 +1,128 @@
+"""Chat completions, served by the workers' inference queue (the API process loads no model).
+
+A model name resolves to a base model plus, optionally, an adapter directory:
+  ft:<base>:<suffix>:<job id>                 the job's final adapter
+  ft:<base>:<suffix>:<job id>:ckpt-step-<N>   one of its checkpoints
+  anything else                               the base model alone (hub id, local dir, demo-tiny-llama)
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from celery.exceptions import TimeoutError as CeleryTimeout
+from sqlmodel import Session, select
+
+from app.config import get_settings
+from app.errors import APIError
+from app.models import Checkpoint, RunStatus
+from app.run_config import RunConfig
+from app.services import artifacts, runs
+
+QUANTIZATION_FIELDS = ("use_4bit", "bnb_4bit_compute_dtype", "bnb_4bit_quant_type", "use_nested_quant")
+
+
+def resolve_model(session: Session, model: str) -> dict[str, Any]:
+    """-> {base_model, adapter_dir, quantization} for the inference task."""
+    reference = runs.parse_model_reference(model)
+    if reference is None:
+        defaults = RunConfig.model_construct()
+        return {
+            "base_model": model,
+            "adapter_dir": None,
+            "quantization": {name: getattr(defaults, name) for name in QUANTIZATION_FIELDS},
+        }
+    run_id, step = reference
+    run = session.get(runs.Run, run_id)
+    if run is None:
+        raise APIError(404, f"The model '{model}' does not exist", param="model", code="model_not_found")
+    if step is None:
+        adapter = artifacts.adapter_dir(run.id)
+        if run.status != RunStatus.succeeded or not adapter.is_dir():
+            raise APIError(
+                404,
+                f"The model '{model}' is not ready (job status: {run.status})",
+                param="model",
+                code="model_not_found",
+            )
+    else:
+        checkpoint = session.exec(
+            select(Checkpoint).where(Checkpoint.run_id == run.id, Checkpoint.step == step)
+        ).first()
+        if checkpoint is None or not Path(checkpoint.path).is_dir():
+            raise APIError(
+                404, f"The checkpoint model '{model}' does not exist", param="model", code="model_not_found"
+            )
+        adapter = Path(checkpoint.path)
+    return {
+        "base_model": run.config["model_name"],
+        "adapter_dir": str(adapter),
+        "quantization": {name: run.config[name] for name in QUANTIZATION_FIELDS},
+    }
+
+
+def complete_chat(
+    session: Session,
+    *,
+    model: str,
+    messages: list[dict[str, Any]],
+    max_tokens: int,
+    temperature: float,
+    top_p: float,
+    seed: int | None,
+    stop: list[str] | None,
+) -> dict[str, Any]:
+    target = resolve_model(session, model)
+    from worker.celery_app import celery_app
+
+    pending = celery_app.send_task(
+        "loraboard.chat_completion",
+        kwargs={
+            **target,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+            "seed": seed,
+            "stop": stop,
+        },
+    )
+    timeout = get_settings().completion_timeout_s
+    try:
+        answer = pending.get(timeout=timeout, propagate=False)
+    except CeleryTimeout as error:
+        pending.revoke()
+        raise APIError(
+            504,
+            f"No inference worker answered within {timeout:.0f} s; is a worker consuming the "
+            "'inference' queue?",
+            code="worker_timeout",
+        ) from error
+    if pending.failed():
+        raise APIError(
+            500, f"Generation failed on the worker: {answer}", code="generation_failed", type="server_error"
+        )
+    created = int(time.time())
+    return {
+        "id": f"chatcmpl-{secrets.token_hex(12)}",
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": answer["content"], "refusal": None},
+                "finish_reason": answer["finish_reason"],
+                "logprobs": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": answer["prompt_tokens"],
+            "completion_tokens": answer["completion_tokens"],
+            "total_tokens": answer["prompt_tokens"] + answer["completion_tokens"],
+        },
+    }

@@ -1,0 +1,136 @@
+"""Uploaded datasets: stored under the data directory, validated before they are accepted."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import BinaryIO
+
+from sqlmodel import Session, col, select
+
+from app.config import get_settings
+from app.errors import APIError, not_found
+from app.models import DataFile, new_id
+from worker.training.formats import SUPPORTED_EXTENSIONS, DatasetError, validate_file
+
+UPLOAD_PURPOSES = ("fine-tune",)
+CHUNK = 1 << 20
+
+
+def store_upload(session: Session, stream: BinaryIO, filename: str, purpose: str) -> DataFile:
+    """Save, validate and register an uploaded training file; a malformed one is refused whole."""
+    if purpose not in UPLOAD_PURPOSES:
+        raise APIError(400, f"purpose must be one of {', '.join(UPLOAD_PURPOSES)}", param="purpose")
+    suffix = Path(filename).suffix.lower()
+    if suffix not in SUPPORTED_EXTENSIONS:
+        raise APIError(
+            400,
+            f"Unsupported file type '{suffix or filename}': upload one of {', '.join(SUPPORTED_EXTENSIONS)}",
+            param="file",
+            code="invalid_file_format",
+        )
+    settings = get_settings()
+    file_id = new_id("file")
+    path = settings.files_dir / f"{file_id}{suffix}"
+    size = _copy_limited(stream, path, settings.max_upload_mb * CHUNK)
+    try:
+        summary = validate_file(path)
+    except DatasetError as error:
+        path.unlink(missing_ok=True)
+        raise APIError(
+            400, f"Invalid training file '{filename}': {error}", param="file", code="invalid_file"
+        ) from error
+    record = DataFile(
+        id=file_id,
+        filename=Path(filename).name,
+        purpose=purpose,
+        bytes=size,
+        path=str(path),
+        format=summary.format,
+        num_samples=summary.num_samples,
+    )
+    session.add(record)
+    session.commit()
+    session.refresh(record)
+    return record
+
+
+def _copy_limited(stream: BinaryIO, path: Path, limit: int) -> int:
+    size = 0
+    with path.open("wb") as out:
+        while chunk := stream.read(CHUNK):
+            size += len(chunk)
+            if size > limit:
+                out.close()
+                path.unlink(missing_ok=True)
+                raise APIError(
+                    413,
+                    f"File larger than the {limit // CHUNK} MB limit",
+                    param="file",
+                    code="file_too_large",
+                )
+            out.write(chunk)
+    if size == 0:
+        path.unlink(missing_ok=True)
+        raise APIError(400, "The file is empty", param="file", code="invalid_file")
+    return size
+
+
+def get_file(session: Session, file_id: str) -> DataFile:
+    record = session.get(DataFile, file_id)
+    if record is None:
+        raise not_found("file", file_id)
+    return record
+
+
+def list_files(
+    session: Session,
+    purpose: str | None = None,
+    limit: int = 10000,
+    after: str | None = None,
+    order: str = "desc",
+) -> list[DataFile]:
+    query = select(DataFile)
+    if purpose:
+        query = query.where(DataFile.purpose == purpose)
+    if after:
+        anchor = get_file(session, after)
+        query = query.where(
+            col(DataFile.created_at) < anchor.created_at
+            if order == "desc"
+            else col(DataFile.created_at) > anchor.created_at
+        )
+    ordering = col(DataFile.created_at).desc() if order == "desc" else col(DataFile.created_at).asc()
+    return list(session.exec(query.order_by(ordering).limit(limit)).all())
+
+
+def delete_file(session: Session, file_id: str) -> None:
+    record = get_file(session, file_id)
+    Path(record.path).unlink(missing_ok=True)
+    session.delete(record)
+    session.commit()
+
+
+def resolve_data_source(session: Session, reference: str | None) -> str | None:
+    """A file id -> its stored path (what the worker reads); hub ids and paths pass through."""
+    if reference is None or not reference.startswith("file-"):
+        return reference
+    return get_file(session, reference).path
+
+
+def register_result_file(session: Session, source: Path, filename: str) -> DataFile:
+    """A file the system produced (the metrics CSV of a job), listed like uploads (OpenAI's result_files)."""
+    settings = get_settings()
+    file_id = new_id("file")
+    path = settings.files_dir / f"{file_id}{source.suffix}"
+    shutil.copyfile(source, path)
+    record = DataFile(
+        id=file_id,
+        filename=filename,
+        purpose="fine-tune-results",
+        bytes=path.stat().st_size,
+        path=str(path),
+        format="csv",
+    )
+    session.add(record)
+    return record

@@ -1,0 +1,33 @@
+"""Runs whose worker vanished: detected from their heartbeat and re-queued (DESIGN 5).
+
+A run resumes from its last checkpoint (the task passes resume_from_checkpoint when
+checkpoints exist), so a crash costs at most save_steps steps. A run that was being
+cancelled when its worker died is simply marked cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlmodel import Session
+
+from app.models import RunStatus
+from app.services import runs
+
+log = logging.getLogger(__name__)
+
+
+def recover_orphans(session: Session, stale_after_s: float, worker: str | None = None) -> list[str]:
+    recovered = []
+    reason = (
+        f"Worker {worker} restarted" if worker else f"No heartbeat for {stale_after_s:.0f} s: worker lost"
+    )
+    for run in runs.find_stale_runs(session, stale_after_s, worker=worker):
+        if run.status in (RunStatus.cancelling, RunStatus.pausing):
+            runs.mark_stopped(session, run.id, run.current_step)
+        elif runs.requeue_orphan(session, run.id, reason):
+            session.refresh(run)
+            runs.enqueue_run(session, run)
+            recovered.append(run.id)
+            log.warning("re-queued orphaned run %s (%s)", run.id, reason)
+    return recovered

@@ -1,0 +1,68 @@
+"""Shared fixtures. In-process tests get a private data directory; stacks get their own."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Before anything imports app.config: in-process tests must never touch ./var.
+os.environ["LORABOARD_DATA_DIR"] = tempfile.mkdtemp(prefix="loraboard-test-")
+for _name in (
+    "LORABOARD_DATABASE_URL",
+    "LORABOARD_BROKER_URL",
+    "LORABOARD_REDIS_URL",
+    "LORABOARD_RESULT_BACKEND_URL",
+):
+    os.environ.pop(_name, None)
+
+from tests.stack import Stack, drop_postgres_database, make_stack  # noqa: E402
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (see DEVELOPERS.md: run `make gpu-test` on a GPU host)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def shared_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture
+def stack_factory(tmp_path: Path, shared_models_dir: Path, request: pytest.FixtureRequest) -> Iterator:
+    stacks: list[Stack] = []
+
+    def build(backend: str = "sqlite", *, workers: tuple[str, ...] = ("training", "inference")) -> Stack:
+        name = request.node.name.replace("/", "_").replace("[", "-").replace("]", "")
+        stack = make_stack(
+            tmp_path / f"data-{len(stacks)}",
+            ARTIFACTS / "logs" / name,
+            backend=backend,
+            shared_models_dir=shared_models_dir,
+        )
+        stacks.append(stack)
+        stack.migrate()
+        for role in workers:
+            stack.start_worker(role)
+        stack.start_server()
+        return stack
+
+    yield build
+    for stack in stacks:
+        stack.stop()
+        url = stack.env.get("LORABOARD_DATABASE_URL", "")
+        if url.startswith("postgresql"):
+            drop_postgres_database(url)

@@ -1,0 +1,39 @@
+"""Start a worker: `python -m worker [training|inference|all]`.
+
+training: one fine-tune at a time (one process per GPU), a fresh child process per
+run so GPU memory is returned between runs. inference: chat completions, a single
+process that keeps the loaded models between requests.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from worker.celery_app import INFERENCE_QUEUE, TRAINING_QUEUE, celery_app
+
+ROLES = {
+    "training": [
+        "-Q",
+        TRAINING_QUEUE,
+        "--pool",
+        "prefork",
+        "--concurrency",
+        "1",
+        "--max-tasks-per-child",
+        "1",
+        "-n",
+        f"{TRAINING_QUEUE}@%h",
+    ],
+    "inference": ["-Q", INFERENCE_QUEUE, "--pool", "solo", "-n", f"{INFERENCE_QUEUE}@%h"],
+}
+
+
+def main(argv: list[str]) -> None:
+    role = argv[0] if argv else "training"
+    if role not in ROLES:
+        raise SystemExit(f"usage: python -m worker [{'|'.join(ROLES)}] [celery worker options]")
+    celery_app.worker_main(["worker", "--loglevel", "INFO", *ROLES[role], *argv[1:]])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,128 @@
+"""Celery tasks: thin shells. Load the run, mark it running, call training, record the result.
+
+Tasks take ids, never configs (DESIGN 4): the database row is the truth, and a
+task that arrives for a run that was cancelled meanwhile does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from celery.signals import worker_ready
+from sqlmodel import Session
+
+from app.config import get_settings
+from app.db import get_engine
+from app.run_config import RunConfig
+from app.services import artifacts, files, results, runs
+from app.services.orphans import recover_orphans
+from worker.celery_app import TRAINING_QUEUE, celery_app
+from worker.recorder import DatabaseReporter, Heartbeat
+from worker.training.reporting import DataSources
+
+log = logging.getLogger(__name__)
+
+
+@celery_app.task(name="loraboard.train_run", bind=True)
+def train_run(self: Any, run_id: str) -> str:
+    settings = get_settings()
+    engine = get_engine()
+    with Session(engine) as session:
+        if not runs.mark_running(
+            session, run_id, worker=self.request.hostname or "worker", task_id=self.request.id
+        ):
+            return "skipped: not queued"
+        run = runs.get_run(session, run_id)
+        config = RunConfig(**run.config)
+        data = DataSources(
+            train=files.resolve_data_source(session, config.dataset) or config.dataset,
+            validation=files.resolve_data_source(session, config.validation_dataset),
+        )
+        checkpoint = runs.latest_checkpoint(session, run_id)
+        resume_from = None
+        if checkpoint is not None and Path(checkpoint.path).is_dir():
+            resume_from = checkpoint.path
+            runs.discard_metrics_after(session, run_id, checkpoint.step)
+            runs.add_event(session, run_id, f"Resuming from the checkpoint at step {checkpoint.step}")
+            session.commit()
+
+    from worker.training.arguments import ConfigError  # training code loads torch: only in the worker
+    from worker.training.trainer import run_training
+
+    reporter = DatabaseReporter(run_id)
+    try:
+        with Heartbeat(run_id, settings.heartbeat_interval_s):
+            result = run_training(
+                config,
+                artifacts.run_dir(run_id),
+                reporter,
+                data,
+                settings.models_dir,
+                resume_from_checkpoint=resume_from,
+            )
+    except ConfigError as error:
+        _record_failure(run_id, str(error), code="invalid_config", param=error.param)
+        return "failed"
+    except Exception as error:
+        log.exception("run %s failed", run_id)
+        _record_failure(run_id, f"{type(error).__name__}: {error}")
+        return "failed"
+
+    with Session(engine) as session:
+        if result.stopped_early:
+            runs.mark_stopped(session, run_id, result.global_step)
+            return "stopped"
+        result_file = results.register_metrics_csv(session, run_id)
+        runs.mark_succeeded(
+            session, run_id, trained_tokens=result.trained_tokens, result_file_id=result_file.id
+        )
+    return "succeeded"
+
+
+def _record_failure(
+    run_id: str, message: str, *, code: str = "training_error", param: str | None = None
+) -> None:
+    with Session(get_engine()) as session:
+        runs.mark_failed(session, run_id, message, code=code, param=param)
+
+
+@celery_app.task(name="loraboard.chat_completion")
+def chat_completion(
+    *,
+    base_model: str,
+    adapter_dir: str | None,
+    quantization: dict[str, Any],
+    messages: list[dict[str, str]],
+    max_tokens: int,
+    temperature: float,
+    top_p: float,
+    seed: int | None,
+    stop: list[str] | None,
+) -> dict[str, Any]:
+    from worker.training.inference import generate_chat
+
+    return generate_chat(
+        base_model,
+        adapter_dir,
+        messages,
+        models_dir=get_settings().models_dir,
+        use_4bit=quantization["use_4bit"],
+        quantization=quantization,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        stop=stop,
+    )
+
+
+@worker_ready.connect
+def _recover_own_orphans(sender: Any, **_kwargs: Any) -> None:
+    """A training worker that restarts re-queues the runs it was running when it died."""
+    queues = {queue.name for queue in sender.app.amqp.queues.consume_from.values()} if sender else set()
+    if TRAINING_QUEUE not in queues:
+        return
+    with Session(get_engine()) as session:
+        recover_orphans(session, get_settings().stale_run_after_s, worker=sender.hostname)
