@@ -1,0 +1,340 @@
+"""What a run will cost before it starts: trainable parameters and a GPU memory estimate.
+
+The shapes come from the model's config.json (the demo model, a local directory,
+the Hugging Face cache) or, for the well-known hub models, from a small table, so
+the form answers on an air-gapped box too. The arithmetic is PARAMETERS.md's:
+
+    LoRA parameters per adapted Linear(d_in -> d_out) = r (d_in + d_out)
+    4-bit weights         N_linear x 0.5 bytes
+    block scales          one fp32 per 64 weights = 0.5 bit per weight (0.127 bit nested)
+    16-bit layers         embeddings, lm_head and norms stay in 16 bit: 2 bytes each
+    adapters + optimizer  fp32 weight, gradient and two Adam moments: 16 bytes per LoRA parameter
+    activations           grow with batch x sequence length; with gradient checkpointing
+                          only each layer's input is kept (plus one layer during recompute)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from app.config import get_settings
+from app.run_config import DEMO_MODEL_ID, RunConfig
+
+GB = 1024**3
+GPU_SIZES_GB = (24, 40, 80)
+DEFAULT_SEQ_LEN = 1024  # trl's default max_length when max_seq_length is empty
+# The CUDA context (~0.3-0.5 GB) and the caching allocator's slack: a fixed allowance.
+CUDA_OVERHEAD_BYTES = int(0.8 * GB)
+HUB_LOOKUP_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the parameter and memory arithmetic needs from a decoder-only transformer."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    vocab_size: int
+    tie_word_embeddings: bool = False
+    head_dim: int | None = None
+    source: str = ""
+
+    @property
+    def attention_dim(self) -> int:
+        return self.num_heads * (self.head_dim or self.hidden_size // self.num_heads)
+
+    @property
+    def kv_dim(self) -> int:
+        return self.num_kv_heads * (self.head_dim or self.hidden_size // self.num_heads)
+
+    def linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """(d_in, d_out) of each Linear in one decoder layer (Llama/Mistral naming)."""
+        h, i = self.hidden_size, self.intermediate_size
+        return {
+            "q_proj": (h, self.attention_dim),
+            "k_proj": (h, self.kv_dim),
+            "v_proj": (h, self.kv_dim),
+            "o_proj": (self.attention_dim, h),
+            "gate_proj": (h, i),
+            "up_proj": (h, i),
+            "down_proj": (i, h),
+        }
+
+
+def _llama(h: int, i: int, layers: int, heads: int, kv: int, vocab: int, source: str) -> ModelShape:
+    return ModelShape(h, i, layers, heads, kv, vocab, source=source)
+
+
+_LLAMA2_7B = _llama(4096, 11008, 32, 32, 32, 32000, "built-in table: Llama-2-7B")
+_LLAMA2_13B = _llama(5120, 13824, 40, 40, 40, 32000, "built-in table: Llama-2-13B")
+_MISTRAL_7B = _llama(4096, 14336, 32, 32, 8, 32000, "built-in table: Mistral-7B")
+_LLAMA3_8B = _llama(4096, 14336, 32, 32, 8, 128256, "built-in table: Llama-3-8B")
+
+# Well-known hub ids, so the estimate works without a hub (keys are lower-cased).
+KNOWN_SHAPES: dict[str, ModelShape] = {
+    **{
+        name.lower(): _LLAMA2_7B
+        for name in (
+            "NousResearch/Llama-2-7b-chat-hf",
+            "NousResearch/Llama-2-7b-hf",
+            "meta-llama/Llama-2-7b-hf",
+            "meta-llama/Llama-2-7b-chat-hf",
+        )
+    },
+    **{
+        name.lower(): _LLAMA2_13B
+        for name in (
+            "NousResearch/Llama-2-13b-chat-hf",
+            "NousResearch/Llama-2-13b-hf",
+            "meta-llama/Llama-2-13b-hf",
+            "meta-llama/Llama-2-13b-chat-hf",
+        )
+    },
+    **{
+        name.lower(): _MISTRAL_7B
+        for name in (
+            "mistralai/Mistral-7B-v0.1",
+            "mistralai/Mistral-7B-Instruct-v0.1",
+            "mistralai/Mistral-7B-Instruct-v0.2",
+        )
+    },
+    **{
+        name.lower(): _LLAMA3_8B
+        for name in (
+            "meta-llama/Meta-Llama-3-8B",
+            "meta-llama/Meta-Llama-3-8B-Instruct",
+            "meta-llama/Llama-3.1-8B",
+            "meta-llama/Llama-3.1-8B-Instruct",
+            "NousResearch/Meta-Llama-3-8B",
+            "NousResearch/Meta-Llama-3-8B-Instruct",
+        )
+    },
+}
+
+# peft's default targets for Llama-family models.
+DEFAULT_TARGET_MODULES = ("q_proj", "v_proj")
+
+
+class UnknownModel(LookupError):
+    """The model's shape could not be found offline or on the hub."""
+
+
+def shape_from_config(config: dict[str, Any], source: str) -> ModelShape:
+    heads = config["num_attention_heads"]
+    return ModelShape(
+        hidden_size=config["hidden_size"],
+        intermediate_size=config["intermediate_size"],
+        num_layers=config["num_hidden_layers"],
+        num_heads=heads,
+        num_kv_heads=config.get("num_key_value_heads") or heads,
+        vocab_size=config["vocab_size"],
+        tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+        head_dim=config.get("head_dim"),
+        source=source,
+    )
+
+
+def model_shape(model_name: str) -> ModelShape:
+    """The shape of a base model; UnknownModel when it cannot be found."""
+    if model_name == DEMO_MODEL_ID:
+        return _demo_shape()
+    local = Path(model_name).expanduser()
+    if (local / "config.json").is_file():
+        return shape_from_config(json.loads((local / "config.json").read_text()), f"{local}/config.json")
+    known = KNOWN_SHAPES.get(model_name.lower())
+    if known is not None:
+        return known
+    return _hub_shape(model_name)
+
+
+def _demo_shape() -> ModelShape:
+    from worker.training.demo_model import ARCHITECTURE, TOKENIZER_VOCAB_SIZE
+
+    built = get_settings().models_dir / DEMO_MODEL_ID / "config.json"
+    if built.is_file():
+        return shape_from_config(json.loads(built.read_text()), f"{DEMO_MODEL_ID} config.json")
+    # Not built yet: the same architecture, vocabulary rounded up to 64 as the builder does.
+    vocab = -(-TOKENIZER_VOCAB_SIZE // 64) * 64
+    return shape_from_config({**ARCHITECTURE, "vocab_size": vocab}, f"{DEMO_MODEL_ID} architecture")
+
+
+@lru_cache(maxsize=64)
+def _hub_shape(model_name: str) -> ModelShape:
+    """AutoConfig from the local cache, then the hub, in a thread with a deadline (air-gapped boxes hang)."""
+    outcome: dict[str, Any] = {}
+
+    def load() -> None:
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(model_name, local_files_only=True)
+        except Exception:
+            try:
+                config = AutoConfig.from_pretrained(model_name)
+            except Exception as error:
+                outcome["error"] = error
+                return
+        outcome["config"] = config.to_dict()
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    thread.join(HUB_LOOKUP_TIMEOUT_S)
+    if "config" not in outcome:
+        raise UnknownModel(f"no config found for '{model_name}' (offline, or not a transformers model)")
+    try:
+        return shape_from_config(outcome["config"], f"hub: {model_name}")
+    except KeyError as error:
+        raise UnknownModel(f"'{model_name}' is not a Llama-style decoder (missing {error})") from error
+
+
+# --- trainable parameters ------------------------------------------------------------
+
+
+def adapted_modules(shape: ModelShape, target_modules: list[str] | str | None) -> list[str]:
+    """The per-layer Linear names that get adapters ('all-linear': every one but the head)."""
+    names = list(shape.linear_shapes())
+    if target_modules is None:
+        return list(DEFAULT_TARGET_MODULES)
+    if target_modules == "all-linear":
+        return names
+    return [name for name in target_modules if name in names]
+
+
+def trainable_parameters(
+    shape: ModelShape, lora_r: int, target_modules: list[str] | str | None
+) -> dict[str, Any]:
+    """Exact LoRA parameter count: sum over adapted Linears of r (d_in + d_out), times the layers."""
+    linear = shape.linear_shapes()
+    modules = adapted_modules(shape, target_modules)
+    per_layer = {name: lora_r * (linear[name][0] + linear[name][1]) for name in modules}
+    trainable = shape.num_layers * sum(per_layer.values())
+    total = total_parameters(shape)
+    return {
+        "modules": modules,
+        "per_layer": per_layer,
+        "trainable": trainable,
+        "base_total": total,
+        "fraction": trainable / total if total else 0.0,
+    }
+
+
+def total_parameters(shape: ModelShape) -> int:
+    return linear_parameters(shape) + sixteen_bit_parameters(shape)
+
+
+def linear_parameters(shape: ModelShape) -> int:
+    """The decoder layers' Linear weights: what bitsandbytes stores in 4 bit."""
+    return shape.num_layers * sum(d_in * d_out for d_in, d_out in shape.linear_shapes().values())
+
+
+def sixteen_bit_parameters(shape: ModelShape) -> int:
+    """Embeddings, lm_head (unless tied) and the RMSNorm weights: left in 16 bit."""
+    embeddings = shape.vocab_size * shape.hidden_size
+    head = 0 if shape.tie_word_embeddings else embeddings
+    norms = (2 * shape.num_layers + 1) * shape.hidden_size
+    return embeddings + head + norms
+
+
+# --- memory ----------------------------------------------------------------------------
+
+
+def activation_bytes(shape: ModelShape, config: RunConfig) -> int:
+    """Activations kept for the backward pass, a rough model for sdpa attention (no s x s scores).
+
+    Per token and layer the forward keeps about 10 h + 4 i values (norm inputs and outputs,
+    q/k/v, attention output, the MLP's gate, up, activation and product). With gradient
+    checkpointing only each layer's input (h values) is kept, and one layer is recomputed
+    at a time. The loss adds the fp32 logits and their gradient: 8 bytes x vocabulary per token.
+    """
+    tokens = config.per_device_train_batch_size * (config.max_seq_length or DEFAULT_SEQ_LEN)
+    element = 4 if config.bnb_4bit_compute_dtype == "float32" and not (config.fp16 or config.bf16) else 2
+    one_layer = tokens * (10 * shape.hidden_size + 4 * shape.intermediate_size) * element
+    if config.gradient_checkpointing:
+        layers = shape.num_layers * tokens * shape.hidden_size * element + one_layer
+    else:
+        layers = shape.num_layers * one_layer
+    logits = tokens * shape.vocab_size * 8
+    return layers + logits
+
+
+def estimate_memory(shape: ModelShape, config: RunConfig, trainable: int) -> dict[str, Any]:
+    """Bytes per component, their total, and a verdict for each common GPU size."""
+    linear = linear_parameters(shape)
+    if config.use_4bit:
+        weights = linear // 2  # 4 bits = 0.5 byte per weight
+        scale_bits = 0.127 if config.use_nested_quant else 0.5
+        scales = math.ceil(linear * scale_bits / 8)
+    else:
+        weights, scales = linear * 2, 0  # a 16-bit base
+    parts = [
+        (
+            "weights_4bit" if config.use_4bit else "weights_16bit",
+            "Linear weights" + (" (4 bit)" if config.use_4bit else " (16 bit)"),
+            weights,
+        ),
+        ("scales", "Block scales" + (" (nested)" if config.use_nested_quant else ""), scales),
+        ("sixteen_bit", "Embeddings, head and norms (16 bit)", sixteen_bit_parameters(shape) * 2),
+        ("adapters", "LoRA weights, gradients and Adam states (16 B each)", trainable * 16),
+        (
+            "activations",
+            "Activations" + (" (checkpointed)" if config.gradient_checkpointing else ""),
+            activation_bytes(shape, config),
+        ),
+        ("overhead", "CUDA context and allocator slack", CUDA_OVERHEAD_BYTES),
+    ]
+    total = sum(value for _, _, value in parts)
+    return {
+        "parts": [
+            {"key": key, "label": label, "bytes": value, "gb": value / GB} for key, label, value in parts
+        ],
+        "total_bytes": total,
+        "total_gb": total / GB,
+        "verdicts": [verdict(total, size) for size in GPU_SIZES_GB],
+    }
+
+
+def verdict(total_bytes: int, gpu_gb: float, name: str | None = None) -> dict[str, Any]:
+    """fits: 10 % headroom left; tight: fits on paper, fragmentation may not; no: out of memory."""
+    capacity = gpu_gb * GB
+    if total_bytes <= 0.9 * capacity:
+        status = "fits"
+    elif total_bytes <= capacity:
+        status = "tight"
+    else:
+        status = "no"
+    return {
+        "name": name or f"{gpu_gb:g} GB GPU",
+        "gb": gpu_gb,
+        "status": status,
+        "headroom_gb": (capacity - total_bytes) / GB,
+    }
+
+
+@dataclass
+class Estimate:
+    shape: ModelShape | None
+    shape_error: str | None
+    params: dict[str, Any] | None
+    memory: dict[str, Any] | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "shape": asdict(self.shape) if self.shape else None}
+
+
+def estimate_run(config: RunConfig) -> Estimate:
+    """Trainable parameters and memory for a config; the shape error instead when the model is unknown."""
+    try:
+        shape = model_shape(config.model_name)
+    except UnknownModel as error:
+        return Estimate(None, str(error), None, None)
+    params = trainable_parameters(shape, config.lora_r, config.target_modules)
+    return Estimate(shape, None, params, estimate_memory(shape, config, params["trainable"]))

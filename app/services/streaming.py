@@ -1,0 +1,108 @@
+"""Server-sent events for a run's page: its metrics, and HTML fragments when they change.
+
+Every metrics message carries `id: <Metric row id>`. A browser that reconnects sends
+the last one back as Last-Event-ID and the stream resumes right after it; a page
+(re)load passes the last id it rendered as ?after=. Other messages carry no id, so
+they never move that cursor. A connection lives at most Settings.sse_max_connection_s,
+then ends; the browser's EventSource reconnects on its own (after `retry` ms).
+
+The source is the database, polled: it is the truth the workers write to, and one
+query per second per open page is cheap. Redis pub/sub could wake the loop sooner;
+polling keeps SQLite-only installs identical to big ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+
+from app.db import get_engine
+from app.models import Metric, Run
+from app.services import runs
+
+POLL_INTERVAL_S = 1.0
+RETRY_MS = 1000
+METRIC_FIELDS = (
+    "step",
+    "epoch",
+    "loss",
+    "eval_loss",
+    "learning_rate",
+    "grad_norm",
+    "tokens_per_second",
+    "tokens_seen",
+    "gpu_memory_allocated_mb",
+    "gpu_memory_reserved_mb",
+)
+
+FragmentRenderer = Callable[[Session, Run], dict[str, str]]
+
+
+def metric_payload(metric: Metric) -> dict[str, Any]:
+    return {"id": metric.id, **{name: getattr(metric, name) for name in METRIC_FIELDS}}
+
+
+def sse_message(data: str, event: str | None = None, event_id: int | None = None) -> str:
+    lines = []
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    if event:
+        lines.append(f"event: {event}")
+    lines += [f"data: {line}" for line in data.splitlines() or [""]]
+    return "\n".join(lines) + "\n\n"
+
+
+def resume_point(after: int | None, last_event_id: str | None) -> int:
+    """Where to start: the later of the page's last rendered id and the browser's Last-Event-ID."""
+    start = after or 0
+    if last_event_id and last_event_id.strip().isdigit():
+        start = max(start, int(last_event_id))
+    return start
+
+
+def _poll(run_id: str, after_id: int, render: FragmentRenderer) -> tuple[list[Metric], dict[str, str], bool]:
+    with Session(get_engine()) as session:
+        metrics = runs.list_metrics(session, run_id, after_id=after_id, limit=500)
+        run = runs.get_run(session, run_id)
+        # Paused runs end the stream too: they change again only when someone resumes them.
+        return (
+            metrics,
+            render(session, run),
+            run.status not in {status.value for status in runs.ACTIVE_STATUSES},
+        )
+
+
+async def run_events(
+    run_id: str,
+    after_id: int,
+    render: FragmentRenderer,
+    max_seconds: float,
+    poll_interval_s: float = POLL_INTERVAL_S,
+) -> AsyncIterator[str]:
+    """Metrics after after_id, then new ones as they come; fragments when they change; 'done' at the end."""
+    deadline = time.monotonic() + max_seconds
+    last_id = after_id
+    sent: dict[str, str] = {}
+    yield f"retry: {RETRY_MS}\n\n"
+    while True:
+        metrics, fragments, final = await run_in_threadpool(_poll, run_id, last_id, render)
+        for metric in metrics:
+            last_id = metric.id or last_id
+            yield sse_message(json.dumps(metric_payload(metric)), event="metrics", event_id=metric.id)
+        for name, html in fragments.items():
+            if sent.get(name) != html:
+                sent[name] = html
+                yield sse_message(html, event=name)
+        if final and not metrics:
+            yield sse_message("finished", event="done")
+            return
+        if time.monotonic() >= deadline:
+            return  # the lifetime cap: the browser reconnects with Last-Event-ID
+        if not metrics or len(metrics) < 500:
+            await asyncio.sleep(poll_interval_s)

@@ -1,0 +1,183 @@
+"""A person's path through the dashboard, in a real headless Chromium against a real stack.
+
+Open the dashboard, upload a dataset, see its preview and the estimates, launch the
+demo run from the form, watch the loss chart grow live, see the run succeed,
+download the adapter, chat with it, clone it into a second run and compare the two.
+Screenshots of every screen go to test-artifacts/screenshots/; the run page's is
+also copied to docs/screenshot-run.png for the README.
+"""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SHOTS = PROJECT_ROOT / "test-artifacts" / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DEMO_TRAIN = PROJECT_ROOT / "data" / "demo" / "antonyms-train.jsonl"
+RUN_TIMEOUT_MS = 180_000
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(420),
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: make browser"),
+    pytest.mark.skipif(
+        not (PROJECT_ROOT / "worker" / "training" / "trainer.py").exists(),
+        reason="the training code (worker/training/trainer.py) is not there yet",
+    ),
+]
+
+
+def shoot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def wait_for_status(page, status: str) -> None:  # type: ignore[no-untyped-def]
+    page.locator(f"#run-header .badge-{status}").wait_for(timeout=RUN_TIMEOUT_MS)
+
+
+def fill_overrides(page, **values: str) -> None:  # type: ignore[no-untyped-def]
+    for name, value in values.items():
+        page.fill(f"#f-{name}", value)
+
+
+def test_a_person_trains_chats_and_compares(stack_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect, sync_playwright
+
+    stack = stack_factory("sqlite")
+    base = stack.base_url
+    problems: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+        page = context.new_page()
+        page.on(
+            "console",
+            lambda message: problems.append(f"console: {message.text}") if message.type == "error" else None,
+        )
+        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+        try:
+            # 1. The dashboard, empty.
+            page.goto(base + "/")
+            expect(page.locator("h1")).to_have_text("Runs")
+            expect(page.locator("#runs-table")).to_contain_text("No runs yet")
+            shoot(page, "01-runs-empty")
+
+            # 2. Upload a dataset: progress, detected format, rendered samples, token lengths.
+            page.click("nav >> text=Datasets")
+            upload = tmp_path / "antonyms.jsonl"
+            shutil.copyfile(DEMO_TRAIN, upload)
+            page.set_input_files("#upload-file", str(upload))
+            page.click("#upload-button")
+            expect(page.locator(".alert.success")).to_contain_text("antonyms.jsonl", timeout=60_000)
+            expect(page.get_by_test_id("dataset-format")).to_have_text("messages")
+            expect(page.locator(".sample mark.completion").first).to_be_visible()
+            expect(page.locator(".sample .prompt").first).to_contain_text("[INST]")
+            assert page.locator(".histogram .hbar").count() > 1
+            assert "/datasets/file-" in page.url  # the upload answer pushed the dataset's own URL
+            shoot(page, "02-dataset-preview")
+
+            # 3. The form, with the demo preset and this dataset; live estimates.
+            page.click(".alert.success >> text=Train on it")
+            page.wait_for_url("**/runs/new?preset=demo&dataset=file-*")
+            expect(page.get_by_test_id("trainable-params")).to_have_text("278,528", timeout=30_000)
+            fill_overrides(page, suffix="e2e-demo", max_steps="30", logging_steps="2")
+            expect(page.get_by_test_id("total-steps")).to_have_text("30", timeout=15_000)
+            expect(page.locator(".estimates [data-static-chart] canvas")).to_have_count(1)
+            expect(page.locator(".verdict")).to_have_count(3)
+            page.screenshot(path=str(SHOTS / "03-new-run.png"))  # the viewport: form and sticky estimates
+
+            # 4. Launch; the run page connects to the stream and the loss chart fills in live.
+            page.click("#launch")
+            page.wait_for_url("**/runs/ftjob-*")
+            first_run = page.url.rsplit("/", 1)[1]
+            initial_points = int(page.locator("#chart-loss").get_attribute("data-points") or 0)
+            page.wait_for_function(
+                "n => Number(document.querySelector('#chart-loss').dataset.points) > n",
+                arg=initial_points,
+                timeout=RUN_TIMEOUT_MS,
+            )
+            page.wait_for_function(
+                "n => Number(document.querySelector('#chart-loss').dataset.points) >= n",
+                arg=max(initial_points + 3, 5),
+                timeout=RUN_TIMEOUT_MS,
+            )
+            wait_for_status(page, "succeeded")
+            assert int(page.locator("#chart-loss").get_attribute("data-points") or 0) == 15  # 30 steps / 2
+            expect(page.locator("#chart-loss canvas")).to_have_count(1)
+            expect(page.locator("#run-events")).to_contain_text("successfully completed")
+            run_shot = shoot(page, "04-run-succeeded")
+            (PROJECT_ROOT / "docs").mkdir(exist_ok=True)
+            shutil.copyfile(run_shot, PROJECT_ROOT / "docs" / "screenshot-run.png")
+            page.reload()  # a reload shows the whole history from the database
+            assert int(page.locator("#chart-loss").get_attribute("data-points") or 0) == 15
+
+            # 5. A second run, cloned with a lower learning rate: it trains while we download and chat.
+            page.click("#run-header >> text=Clone")
+            expect(page.locator("#f-max_steps")).to_have_value("30")
+            fill_overrides(page, suffix="e2e-demo-low-lr", learning_rate="0.0005", max_steps="10")
+            page.click("#launch")
+            page.wait_for_url("**/runs/ftjob-*")
+            second_run = page.url.rsplit("/", 1)[1]
+
+            # 6. Download the first run's adapter.
+            page.goto(f"{base}/runs/{first_run}")
+            with page.expect_download() as download_info:
+                page.click("text=Download adapter")
+            archive = tmp_path / "adapter.zip"
+            download_info.value.save_as(archive)
+            with zipfile.ZipFile(archive) as zf:
+                assert any(name.endswith("adapter_config.json") for name in zf.namelist())
+
+            # 7. Chat with it, side by side with the base model.
+            page.click("#run-header >> text=Chat with it")
+            page.fill("#c-prompt", "What is the opposite of hot?")
+            page.click("#send-button")
+            adapter_answer = page.get_by_test_id("answer-adapter").locator(".content")
+            expect(adapter_answer).to_be_visible(timeout=120_000)
+            expect(page.get_by_test_id("answer-base").locator(".content")).to_be_visible(timeout=60_000)
+            shoot(page, "05-playground")
+
+            # 8. Compare the two runs, by step and by tokens seen.
+            page.goto(f"{base}/runs/{second_run}")
+            wait_for_status(page, "succeeded")
+            page.click("nav >> text=Compare")
+            page.check(f"input[value='{first_run}']")
+            page.check(f"input[value='{second_run}']")
+            page.click("#compare-button")
+            expect(page.locator("[data-compare-chart='loss'] canvas")).to_have_count(1)
+            diff = page.locator("#config-diff")
+            expect(diff).to_contain_text("learning_rate")
+            expect(diff).to_contain_text("max_steps")
+            shoot(page, "06-compare")
+            page.check("input[name='x'][value='tokens']")
+            page.click("#compare-button")
+            expect(page.locator("figcaption").first).to_contain_text("tokens seen")
+
+            # 9. The list, on a desktop and on a phone.
+            page.goto(base + "/")
+            expect(page.locator("#runs-table .badge-succeeded")).to_have_count(2)
+            shoot(page, "07-runs")
+            page.set_viewport_size({"width": 390, "height": 844})
+            shoot(page, "08-runs-phone")
+            page.goto(f"{base}/runs/{first_run}")
+            shoot(page, "09-run-phone")
+        finally:
+            context.close()
+            browser.close()
+    assert problems == [], problems
