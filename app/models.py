@@ -144,3 +144,21 @@ class DataFile(SQLModel, table=True):
     format: str | None = Field(default=None, max_length=32)
     num_samples: int | None = None
     status: str = Field(default="processed", max_length=16)
+
+
+class WorkerNode(SQLModel, table=True):
+    """A worker process that announced itself; it refreshes last_seen_at while alive.
+
+    Kept in the database rather than asked over the broker, because the embedded
+    SQLite broker carries no broadcast: this works the same on every broker.
+    """
+
+    __tablename__ = "workers"
+
+    name: str = Field(primary_key=True, max_length=200)  # Celery node name, e.g. training@gpu-host-1
+    hostname: str = Field(max_length=200)
+    queues: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # [{"name": "NVIDIA H100 80GB HBM3", "memory_total_mb": 81559}], empty on a CPU-only worker
+    devices: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    started_at: datetime = _timestamp(nullable=False)
+    last_seen_at: datetime = _timestamp(nullable=False, index=True)

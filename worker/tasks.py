@@ -18,6 +18,7 @@ from app.db import get_engine
 from app.run_config import RunConfig
 from app.services import artifacts, files, results, runs
 from app.services.orphans import recover_orphans
+from worker import registry  # noqa: F401  (connects the worker registry's signals)
 from worker.celery_app import TRAINING_QUEUE, celery_app
 from worker.recorder import DatabaseReporter, Heartbeat
 from worker.training.reporting import DataSources

@@ -18,7 +18,7 @@ from app.services.dataset_preview import count_samples
 from app.services.estimates import KNOWN_SHAPES, estimate_run, verdict
 from app.services.run_form import build_groups, config_values, lenient_config, parse_form
 from app.services.run_views import planned_lr_curve
-from app.services.workers import worker_gpu_memory_gb, workers_online
+from app.services.workers import training_worker_gpus, workers_online
 from worker.training.schedule import derive_schedule
 
 router = APIRouter(include_in_schema=False)
@@ -118,7 +118,7 @@ async def estimate(request: Request, session: SessionDep) -> Response:
     if config is not None:
         samples = count_samples(session, config.dataset)
         derived = derive_schedule(config, samples) if samples else None
-        online = workers_online()
+        online = workers_online(session)
         context.update(
             samples=samples,
             derived=derived,
@@ -127,13 +127,11 @@ async def estimate(request: Request, session: SessionDep) -> Response:
             online=online,
         )
         memory = context["estimate"].memory
-        if memory and online.names:
-            sizes = worker_gpu_memory_gb(session, online.names)
+        if memory:
             context["worker_verdicts"] = [
-                verdict(memory["total_bytes"], sizes[name], name)
-                if name in sizes
-                else {"name": name, "status": "unknown", "gb": None, "headroom_gb": None}
-                for name in online.names
-                if name.startswith("training@")
+                verdict(memory["total_bytes"], gigabytes, label)
+                if gigabytes is not None
+                else {"name": label, "status": "cpu", "gb": None, "headroom_gb": None}
+                for label, gigabytes in training_worker_gpus(online)
             ]
     return render(request, "partials/estimates.html", "partials/estimates.html", context)
