@@ -1,0 +1,65 @@
+"""On a CUDA machine: bench/run_bench.py end to end on a tiny Llama, a few steps.
+
+Checks that the benchmark runs the reference recipe and Loraboard's trainer in one
+invocation, writes the JSON fields RESULTS.md relies on, and that Loraboard's
+trainer is the faster one. Run with `make gpu-test` (DEVELOPERS.md).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.gpu
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "run_bench.py"
+FIELDS = {
+    "variant",
+    "card",
+    "tokens_per_s",
+    "s_per_step",
+    "timed_steps",
+    "timed_tokens",
+    "peak_allocated_gib",
+    "peak_reserved_gib",
+    "epoch_s_extrapolated",
+    "notes",
+    "versions",
+    "date",
+}
+
+
+def test_bench_runs_both_variants_and_loraboard_is_faster(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH),
+            "--tiny",
+            "--steps",
+            "30",
+            "--warmup",
+            "10",
+            "--variants",
+            "reference,loraboard",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = {r["variant"]: r for r in json.loads(out.read_text())}
+    assert set(results) == {"reference", "loraboard"}
+    for r in results.values():
+        assert set(r) >= FIELDS, FIELDS - set(r)
+        assert r["card"] != "cpu" and r["timed_steps"] == "11..30"
+        assert r["tokens_per_s"] > 0 and r["s_per_step"] > 0 and r["peak_allocated_gib"] > 0
+        assert {"torch", "transformers", "peft", "trl", "bitsandbytes"} <= set(r["versions"])
+    # the same batches in the same order: the same real tokens are timed
+    assert results["reference"]["timed_tokens"] == results["loraboard"]["timed_tokens"]
+    assert results["loraboard"]["tokens_per_s"] > results["reference"]["tokens_per_s"]

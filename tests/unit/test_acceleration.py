@@ -1,0 +1,98 @@
+"""plan_acceleration: what the worker's fast path turns on, per device (runs on CPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from worker.training.acceleration import (
+    DEFAULT_FEATURES,
+    FUSED_OPTIMIZER,
+    Acceleration,
+    plan_acceleration,
+)
+
+
+def test_cpu_changes_nothing() -> None:
+    plan = plan_acceleration("cpu", None, gradient_checkpointing=True, packing=False)
+    assert plan.model_kwargs == {} and plan.quantization_kwargs == {} and plan.sft_kwargs == {}
+    assert not (plan.liger or plan.no_cudnn_attention or plan.fp32_adapters)
+    assert plan.notes and "cpu" in plan.notes[0]
+    model = torch.nn.Linear(2, 2)
+    assert plan.prepare_model(model) is model
+
+
+def test_cpu_ignores_opt_ins() -> None:
+    plan = plan_acceleration("cpu", None, True, False, enable=frozenset({"optimizer", "offload"}))
+    assert plan.sft_kwargs == {} and not plan.fp32_adapters
+
+
+def test_hopper_turns_on_bf16_and_fast_attention() -> None:
+    plan = plan_acceleration("cuda", (9, 0), gradient_checkpointing=True, packing=False)
+    assert plan.model_kwargs == {"dtype": torch.bfloat16, "attn_implementation": "sdpa"}
+    assert plan.quantization_kwargs == {"bnb_4bit_compute_dtype": torch.bfloat16}
+    # one dtype end to end: no autocast on top of a bf16 model
+    assert plan.sft_kwargs == {"bf16": False, "fp16": False}
+    assert plan.no_cudnn_attention
+    # the recipe's optimizer and memory profile stay unless asked for
+    assert "optim" not in plan.sft_kwargs and "activation_offloading" not in plan.sft_kwargs
+    assert not plan.fp32_adapters
+    assert len(plan.notes) >= 2
+
+
+def test_liger_only_when_installed() -> None:
+    plan = plan_acceleration("cuda", (9, 0), True, False)
+    try:
+        import liger_kernel  # noqa: F401
+
+        assert plan.liger
+    except ImportError:
+        assert not plan.liger
+        assert any("Liger kernels skipped" in note for note in plan.notes)
+
+
+def test_pre_ampere_keeps_float16() -> None:
+    plan = plan_acceleration("cuda", (7, 5), True, False)
+    assert "dtype" not in plan.model_kwargs and plan.quantization_kwargs == {}
+    assert "bf16" not in plan.sft_kwargs
+    assert any("bfloat16 off" in note for note in plan.notes)
+
+
+def test_disable_leaves_features_off() -> None:
+    plan = plan_acceleration("cuda", (9, 0), True, False, disable=DEFAULT_FEATURES)
+    assert plan.model_kwargs == {"attn_implementation": "sdpa"}
+    assert plan.quantization_kwargs == {} and plan.sft_kwargs == {}
+    assert not (plan.liger or plan.no_cudnn_attention)
+
+
+def test_opt_in_fused_optimizer_and_offload() -> None:
+    plan = plan_acceleration("cuda", (9, 0), True, False, enable=frozenset({"optimizer", "offload"}))
+    assert plan.sft_kwargs["optim"] == FUSED_OPTIMIZER and plan.fp32_adapters
+    assert plan.sft_kwargs["activation_offloading"] is True
+    # offloading is for checkpointed activations only
+    no_ckpt = plan_acceleration("cuda", (9, 0), False, False, enable=frozenset({"offload"}))
+    assert "activation_offloading" not in no_ckpt.sft_kwargs
+
+
+def test_unknown_feature_is_an_error() -> None:
+    with pytest.raises(ValueError, match="unknown"):
+        plan_acceleration("cuda", (9, 0), True, False, enable=frozenset({"warp-drive"}))
+
+
+def test_prepare_trainer_casts_only_trainable_parameters_to_fp32() -> None:
+    class FakeTrainer:
+        model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)).to(torch.bfloat16)
+
+    trainer = FakeTrainer()
+    trainer.model[0].requires_grad_(False)
+    Acceleration(fp32_adapters=True).prepare_trainer(trainer)
+    assert trainer.model[0].weight.dtype == torch.bfloat16
+    assert trainer.model[1].weight.dtype == torch.float32
+
+
+def test_the_config_overrides_are_valid_sftconfig_arguments(tmp_path) -> None:
+    from trl import SFTConfig
+
+    plan = plan_acceleration("cuda", (9, 0), True, False, enable=frozenset({"optimizer", "offload"}))
+    config = SFTConfig(output_dir=str(tmp_path), use_cpu=True, **plan.sft_kwargs)
+    assert config.optim == FUSED_OPTIMIZER and config.activation_offloading
