@@ -314,15 +314,17 @@ def field_docs() -> dict[str, dict[str, Any]]:
 DEMO_OVERRIDES: dict[str, Any] = {
     "model_name": DEMO_MODEL_ID,
     "dataset": DEMO_DATASET_ID,
+    # Measured on 2 CPU cores (worker/training/demo_model.py; tests/functional/test_demo_learns.py):
+    # 480 samples, 15 steps per epoch, 300 steps in 50-110 s; 96% exact answers on the held-out phrasings.
     "lora_r": 16,
     "lora_alpha": 32,
-    "lora_dropout": 0.05,
+    "lora_dropout": 0.0,
     "target_modules": "all-linear",
     "bnb_4bit_compute_dtype": "float32",
-    "num_train_epochs": 8,
-    "per_device_train_batch_size": 16,
+    "num_train_epochs": 20,
+    "per_device_train_batch_size": 32,
     "gradient_checkpointing": False,
-    "learning_rate": 2e-3,
+    "learning_rate": 3e-3,
     "optim": "adamw_torch",
     "max_seq_length": 64,
     "max_grad_norm": 1.0,

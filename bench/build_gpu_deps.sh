@@ -35,6 +35,8 @@ PINS=(
   annotated-types==0.8.0 typing-inspection==0.4.5
   # app modules the worker may import
   fastapi==0.165.0 starlette==1.10.0
+  # the web server the GPU functional tests start (tests/gpu through tests/stack.py)
+  uvicorn==0.54.0 python-multipart==0.0.34
 )
 
 # What the device image already holds (KINDS.md, "Python packages already there").

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import psycopg
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = "postgresql://root@127.0.0.1:5432/test"
@@ -34,6 +33,8 @@ def free_port() -> int:
 
 def create_postgres_database() -> str:
     """A fresh database on the local server; returns its SQLAlchemy URL."""
+    import psycopg  # only the PostgreSQL stacks need the driver
+
     name = f"loraboard_test_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
@@ -41,6 +42,8 @@ def create_postgres_database() -> str:
 
 
 def drop_postgres_database(url: str) -> None:
+    import psycopg
+
     name = url.rsplit("/", 1)[1]
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,0 +1,62 @@
+"""Rendering samples for training, and the same prompt for chat."""
+
+from __future__ import annotations
+
+from app.run_config import DEMO_MODEL_ID
+from tests.training_support import models_dir  # noqa: F401  (fixture)
+from worker.training.data import render_chat_prompt, render_examples
+
+
+def tokenizer_of(models_dir):  # noqa: F811
+    from worker.training.model_loading import load_tokenizer
+
+    return load_tokenizer(str(models_dir / DEMO_MODEL_ID))
+
+
+def test_llama2_template_single_and_multi_turn(models_dir):  # noqa: F811
+    tokenizer = tokenizer_of(models_dir)
+    chat = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"},
+        {"role": "user", "content": "Opposite of hot?"},
+        {"role": "assistant", "content": "cold"},
+    ]
+    (example,) = render_examples([{"messages": chat}], "messages", tokenizer)
+    # The tokenizer adds <s> itself, so the first one is not in the text (no double BOS).
+    assert example["prompt"] == (
+        "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello </s><s>[INST] Opposite of hot? [/INST]"
+    )
+    assert example["completion"] == " cold </s>"
+    assert render_chat_prompt(chat[:-1], tokenizer) == example["prompt"]  # chat sees the training format
+    ids = tokenizer(example["prompt"])["input_ids"]
+    assert ids.count(tokenizer.bos_token_id) == 2 and ids[0] == tokenizer.bos_token_id
+
+
+def test_chat_template_is_used_when_the_tokenizer_has_one(models_dir):  # noqa: F811
+    tokenizer = tokenizer_of(models_dir)
+    tokenizer.chat_template = (
+        "{{ bos_token }}{% for m in messages %}"
+        "<|{{ m['role'] }}|>{{ m['content'] }}{{ eos_token }}{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    (example,) = render_examples([{"messages": chat}], "messages", tokenizer)
+    assert example == {"prompt": "<|user|>Hi</s><|assistant|>", "completion": "Hello</s>"}
+
+
+def test_other_formats(models_dir):  # noqa: F811
+    tokenizer = tokenizer_of(models_dir)
+    rows = render_examples(
+        [{"instruction": "Add.", "input": "2 and 2", "output": "4"}], "instruction", tokenizer
+    )
+    assert rows[0]["prompt"].endswith("### Instruction:\nAdd.\n\n### Input:\n2 and 2\n\n### Response:\n")
+    assert rows[0]["completion"] == "4"
+    rows = render_examples(
+        [{"instruction": "Say hi.", "input": "", "output": "hi"}], "instruction", tokenizer
+    )
+    assert "### Input" not in rows[0]["prompt"]
+    assert render_examples([{"text": "t", "extra": 1}], "text", tokenizer) == [{"text": "t"}]
+    assert render_examples([{"prompt": "p", "completion": "c"}], "prompt_completion", tokenizer) == [
+        {"prompt": "p", "completion": "c"}
+    ]

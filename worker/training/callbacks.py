@@ -1,0 +1,131 @@
+"""The Trainer -> Reporter bridge: metrics, checkpoints and cancellation.
+
+Tokens are counted by the Trainer itself (include_num_input_tokens_seen="non_padding":
+the attention-mask sum of every batch, kept in the trainer state, so the count
+survives a resume). Tokens per second are real (non-pad) tokens over the wall time
+spent training since the last log: the clock restarts after an evaluation or a
+checkpoint so that neither is counted as training time.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from worker.training.reporting import MetricValues, Reporter
+
+
+class ReporterCallback(TrainerCallback):
+    def __init__(self, reporter: Reporter, metrics_path: Path):
+        self.reporter = reporter
+        self.metrics_path = (
+            metrics_path  # every row, appended as it comes (copied into the adapter at the end)
+        )
+        self.latest: dict[str, Any] = {}
+        self.stopped_by_request = False
+        self._clock = time.perf_counter()
+        self._tokens_at_clock = 0
+        self._known_checkpoints: set[Path] = set()
+
+    # --- training starts (fresh or resumed) -----------------------------------
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._restart_clock(state)
+        self._known_checkpoints = set(Path(args.output_dir).glob("checkpoint-*"))
+        self._drop_rows_after(state.global_step)
+
+    # --- metrics ---------------------------------------------------------------
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" not in logs:
+            return  # evaluation logs are reported by on_evaluate; the final summary is not a step
+        now = time.perf_counter()
+        tokens = state.num_input_tokens_seen
+        elapsed = now - self._clock
+        values = MetricValues(
+            step=state.global_step,
+            epoch=_round(state.epoch),
+            loss=logs.get("loss"),
+            learning_rate=logs.get("learning_rate"),
+            grad_norm=logs.get("grad_norm"),
+            tokens_per_second=(tokens - self._tokens_at_clock) / elapsed if elapsed > 0 and tokens else None,
+            tokens_seen=tokens or None,
+            **_gpu_memory_mb(),
+        )
+        self._report(values)
+        self._clock, self._tokens_at_clock = now, tokens
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if metrics and "eval_loss" in metrics:
+            self._report(
+                MetricValues(
+                    step=state.global_step, epoch=_round(state.epoch), eval_loss=metrics["eval_loss"]
+                )
+            )
+        self._restart_clock(state)
+
+    # --- checkpoints -----------------------------------------------------------
+    def on_save(self, args, state, control, **kwargs):
+        # Called after the Trainer wrote checkpoint-N and applied save_total_limit.
+        path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if path.is_dir():
+            self.reporter.checkpoint(state.global_step, path, dict(self.latest))
+            self._known_checkpoints.add(path)
+        self._report_removed()
+        self._restart_clock(state)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._report_removed()
+
+    # --- cancellation ----------------------------------------------------------
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.reporter.should_stop():
+            self.stopped_by_request = True
+            control.should_training_stop = True  # the Trainer stops before the next step
+            # A pause (the worker's reporter says so) keeps this step in a checkpoint to resume from;
+            # a cancel keeps only what was already saved.
+            save_before_stop = getattr(self.reporter, "save_before_stop", None)
+            if save_before_stop is not None and save_before_stop():
+                control.should_save = True
+
+    # --- helpers -------------------------------------------------------------------
+    def _report(self, values: MetricValues) -> None:
+        self.latest.update(values.as_dict())
+        self.reporter.metrics(values)
+        with self.metrics_path.open("a", encoding="utf-8") as file:
+            file.write(json.dumps(values.as_dict()) + "\n")
+
+    def _report_removed(self) -> None:
+        for path in sorted(self._known_checkpoints):
+            if not path.exists():
+                self._known_checkpoints.discard(path)
+                self.reporter.checkpoint_removed(path)
+
+    def _restart_clock(self, state) -> None:
+        self._clock, self._tokens_at_clock = time.perf_counter(), state.num_input_tokens_seen
+
+    def _drop_rows_after(self, step: int) -> None:
+        """On resume, rows logged after the checkpoint's step are logged again: keep one copy."""
+        if not self.metrics_path.exists():
+            return
+        rows = [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        kept = [row for row in rows if row["step"] <= step]
+        self.metrics_path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+
+
+def _round(epoch: float | None) -> float | None:
+    return round(epoch, 4) if epoch is not None else None
+
+
+def _gpu_memory_mb() -> dict[str, float]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    return {
+        "gpu_memory_allocated_mb": torch.cuda.memory_allocated() / 2**20,
+        "gpu_memory_reserved_mb": torch.cuda.memory_reserved() / 2**20,
+    }

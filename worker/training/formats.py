@@ -1,0 +1,396 @@
+"""Dataset files: read them, detect their format, and say exactly what is wrong.
+
+Used by the API server at upload time, so it must be fast to import: no torch,
+transformers or datasets here (pyarrow only for Parquet, imported when needed).
+
+Formats, detected from the columns of each record (first match wins):
+
+- messages:          {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}
+                     optional system first, then user/assistant alternating, ending with assistant
+- prompt_completion: {"prompt": str, "completion": str}
+- instruction:       {"instruction": str, "input": str (optional), "output": str}  (Alpaca)
+- text:              {"text": str}, already templated (like mlabonne/guanaco-llama2-1k)
+
+Line numbers are 1-based and point into the file: the JSONL line; for .json the
+line where the array element starts; for CSV the file line (the header is line 1);
+for Parquet the row index + 1. Line 0 means the file as a whole.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FORMATS = ("text", "prompt_completion", "messages", "instruction")
+SUPPORTED_EXTENSIONS = (".jsonl", ".json", ".csv", ".parquet")
+ROLES = ("system", "user", "assistant")
+MAX_ERRORS = 1000  # enough to fix a file; a broken million-line file should not build a million errors
+SHOWN_ERRORS = 10
+
+
+@dataclass
+class LineError:
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}" if self.line > 0 else self.message
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used, with every problem found and its line number."""
+
+    def __init__(self, errors: list[LineError]):
+        self.errors = errors
+        shown = "\n".join(f"  {error}" for error in errors[:SHOWN_ERRORS])
+        more = f"\n  ... and {len(errors) - SHOWN_ERRORS} more" if len(errors) > SHOWN_ERRORS else ""
+        super().__init__(f"{len(errors)} problem(s) in the dataset:\n{shown}{more}")
+
+
+@dataclass
+class DatasetSummary:
+    format: str
+    num_samples: int
+    columns: list[str]
+
+
+class Records(list):
+    """A list of records that remembers the file line of each one (for error messages)."""
+
+    def __init__(self, records: list[dict], line_numbers: list[int]):
+        super().__init__(records)
+        self.line_numbers = line_numbers
+
+
+# --- reading -------------------------------------------------------------------
+
+
+def read_records(path: Path) -> list[dict]:
+    """The records of a .jsonl/.json/.csv/.parquet file; DatasetError on what cannot be parsed."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_EXTENSIONS:
+        raise DatasetError(
+            [
+                LineError(
+                    0,
+                    f"unsupported file type {suffix or '(none)'!r}; use one of "
+                    + ", ".join(SUPPORTED_EXTENSIONS),
+                )
+            ]
+        )
+    if suffix == ".parquet":
+        records = _read_parquet(path)
+    else:
+        try:
+            text = path.read_bytes().decode("utf-8-sig")  # -sig: tolerate the BOM spreadsheet tools write
+        except UnicodeDecodeError as error:
+            raise DatasetError([LineError(0, f"the file is not UTF-8 text: {error}")]) from None
+        reader = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv}[suffix]
+        records = reader(text)
+    if not records:
+        raise DatasetError([LineError(0, "the file is empty: no samples")])
+    return records
+
+
+def _read_jsonl(text: str) -> Records:
+    records: list[dict] = []
+    lines: list[int] = []
+    errors: list[LineError] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue  # blank lines (a trailing newline, a separator) carry no sample
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as error:
+            errors.append(LineError(number, f"invalid JSON: {error.msg} (column {error.colno})"))
+            continue
+        if not isinstance(value, dict):
+            errors.append(LineError(number, f"expected a JSON object, found {_json_type(value)}"))
+            continue
+        records.append(value)
+        lines.append(number)
+    _raise_if(errors)
+    return Records(records, lines)
+
+
+def _read_json(text: str) -> Records:
+    """A JSON array of objects, decoded element by element so each keeps its line number."""
+    decoder = json.JSONDecoder()
+    position = _skip_space(text, 0)
+    if position == len(text):
+        return Records([], [])
+    if text[position] != "[":
+        raise DatasetError(
+            [LineError(_line_of(text, position), "a .json file must hold an array of objects")]
+        )
+    records: list[dict] = []
+    lines: list[int] = []
+    errors: list[LineError] = []
+    position = _skip_space(text, position + 1)
+    while position < len(text) and text[position] != "]":
+        line = _line_of(text, position)
+        try:
+            value, position = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as error:
+            raise DatasetError(
+                [*errors, LineError(error.lineno, f"invalid JSON: {error.msg} (column {error.colno})")]
+            ) from None
+        if isinstance(value, dict):
+            records.append(value)
+            lines.append(line)
+        else:
+            errors.append(LineError(line, f"expected a JSON object, found {_json_type(value)}"))
+        position = _skip_space(text, position)
+        if position < len(text) and text[position] == ",":
+            position = _skip_space(text, position + 1)
+        elif position < len(text) and text[position] != "]":
+            raise DatasetError(
+                [*errors, LineError(_line_of(text, position), "invalid JSON: expected ',' or ']'")]
+            )
+    if position >= len(text):
+        raise DatasetError(
+            [*errors, LineError(_line_of(text, len(text)), "invalid JSON: the array is not closed")]
+        )
+    if _skip_space(text, position + 1) != len(text):
+        errors.append(LineError(_line_of(text, position + 1), "unexpected content after the array"))
+    _raise_if(errors)
+    return Records(records, lines)
+
+
+def _read_csv(text: str) -> Records:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        return Records([], [])
+    except csv.Error as error:
+        raise DatasetError([LineError(1, f"invalid CSV header: {error}")]) from None
+    header = [name.strip() for name in header]
+    errors = [
+        LineError(1, f"duplicate column {name!r}")
+        for name in sorted({n for n in header if header.count(n) > 1})
+    ]
+    errors += [LineError(1, "empty column name in the header")] if "" in header else []
+    records, lines = [], []
+    start = reader.line_num + 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as error:
+            errors.append(LineError(reader.line_num, f"invalid CSV: {error}"))
+            break
+        line, start = start, reader.line_num + 1  # a quoted field may span several file lines
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            errors.append(LineError(line, f"expected {len(header)} fields (the header's), found {len(row)}"))
+            continue
+        record: dict[str, Any] = dict(zip(header, row, strict=True))
+        if "messages" in record:  # a chat column holds the turns as a JSON string
+            try:
+                record["messages"] = json.loads(record["messages"])
+            except json.JSONDecodeError as error:
+                errors.append(LineError(line, f"column 'messages' is not valid JSON: {error.msg}"))
+                continue
+        records.append(record)
+        lines.append(line)
+    _raise_if(errors)
+    return Records(records, lines)
+
+
+def _read_parquet(path: Path) -> Records:
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as error:  # pyarrow raises several types for a broken file
+        raise DatasetError([LineError(0, f"not a readable Parquet file: {error}")]) from None
+    return Records(rows, list(range(1, len(rows) + 1)))
+
+
+# --- validating ----------------------------------------------------------------
+
+
+def detect_format(record: dict) -> str | None:
+    """The format a record's columns say, or None when no known set of columns is there."""
+    if "messages" in record:
+        return "messages"
+    if "prompt" in record and "completion" in record:
+        return "prompt_completion"
+    if "instruction" in record and "output" in record:
+        return "instruction"
+    if "text" in record:
+        return "text"
+    return None
+
+
+def validate_records(records: list[dict], declared_format: str = "auto") -> DatasetSummary:
+    """Check every record against one format; DatasetError lists every problem with its line."""
+    if declared_format != "auto" and declared_format not in FORMATS:
+        raise DatasetError(
+            [LineError(0, f"unknown format {declared_format!r}; choose auto or one of {', '.join(FORMATS)}")]
+        )
+    if not records:
+        raise DatasetError([LineError(0, "the dataset is empty: no samples")])
+    line_numbers = getattr(records, "line_numbers", None) or list(range(1, len(records) + 1))
+
+    errors: list[LineError] = []
+    columns: dict[str, None] = {}  # insertion-ordered set
+    dataset_format = declared_format if declared_format != "auto" else None
+    format_line = 0
+    for record, line in zip(records, line_numbers, strict=True):
+        if len(errors) >= MAX_ERRORS:
+            break
+        if not isinstance(record, dict):
+            errors.append(
+                LineError(line, f"expected an object with named fields, found {_json_type(record)}")
+            )
+            continue
+        columns.update(dict.fromkeys(record))
+        found = detect_format(record)
+        if dataset_format is None:
+            if found is None:
+                errors.append(LineError(line, _no_format_message(record)))
+                continue
+            dataset_format, format_line = found, line
+        elif declared_format == "auto" and found != dataset_format:
+            if found is None:
+                message = _no_format_message(record)
+            else:
+                message = (
+                    f"looks like format {found!r}, "
+                    f"but line {format_line} set the file's format to {dataset_format!r}"
+                )
+            errors.append(LineError(line, message))
+            continue
+        errors += [LineError(line, problem) for problem in _CHECKS[dataset_format](record)]
+    _raise_if(errors[:MAX_ERRORS])
+    assert dataset_format is not None
+    return DatasetSummary(format=dataset_format, num_samples=len(records), columns=list(columns))
+
+
+def validate_file(path: Path, declared_format: str = "auto") -> DatasetSummary:
+    return validate_records(read_records(path), declared_format)
+
+
+def _check_text(record: dict) -> list[str]:
+    return _string_problems(record, ("text",))
+
+
+def _check_prompt_completion(record: dict) -> list[str]:
+    return _string_problems(record, ("prompt", "completion"))
+
+
+def _check_instruction(record: dict) -> list[str]:
+    problems = _string_problems(record, ("instruction", "output"))
+    value = record.get("input")
+    if value is not None and not isinstance(value, str):
+        problems.append(f"field 'input' must be a string (may be empty), found {_json_type(value)}")
+    return problems
+
+
+def _check_messages(record: dict) -> list[str]:
+    messages = record.get("messages")
+    if not isinstance(messages, list):
+        return [f"field 'messages' must be a list of {{role, content}} objects, found {_json_type(messages)}"]
+    if not messages:
+        return ["field 'messages' is empty"]
+    problems: list[str] = []
+    roles: list[Any] = []
+    for index, message in enumerate(messages):
+        where = f"messages[{index}]"
+        if not isinstance(message, dict):
+            problems.append(
+                f"{where} must be an object with 'role' and 'content', found {_json_type(message)}"
+            )
+            roles.append(None)
+            continue
+        role = message.get("role")
+        if role not in ROLES:
+            problems.append(f"{where}: role {role!r} is not one of {', '.join(ROLES)}")
+        content = message.get("content")
+        if not isinstance(content, str):
+            problems.append(f"{where}: 'content' must be a string, found {_json_type(content)}")
+        elif not content.strip():
+            problems.append(f"{where}: 'content' is empty")
+        roles.append(role)
+    if problems:
+        return problems
+    turns = roles[1:] if roles[0] == "system" else roles
+    if "system" in turns:
+        problems.append(f"messages[{roles.index('system', 1)}]: a system message may only come first")
+    for index, role in enumerate(turns):
+        expected = "user" if index % 2 == 0 else "assistant"
+        if role != expected and role != "system":
+            position = index + (len(roles) - len(turns))
+            problems.append(
+                f"messages[{position}]: expected role {expected!r}, found {role!r} "
+                "(turns alternate user/assistant)"
+            )
+            break
+    if not problems and turns[-1:] != ["assistant"]:
+        problems.append("the conversation must end with an assistant message (the answer to learn)")
+    return problems
+
+
+_CHECKS = {
+    "text": _check_text,
+    "prompt_completion": _check_prompt_completion,
+    "instruction": _check_instruction,
+    "messages": _check_messages,
+}
+
+
+def _string_problems(record: dict, names: tuple[str, ...]) -> list[str]:
+    problems = []
+    for name in names:
+        value = record.get(name)
+        if name not in record or value is None:
+            problems.append(f"missing field {name!r}")
+        elif not isinstance(value, str):
+            problems.append(f"field {name!r} must be a string, found {_json_type(value)}")
+        elif not value.strip():
+            problems.append(f"field {name!r} is empty")
+    return problems
+
+
+def _no_format_message(record: dict) -> str:
+    found = ", ".join(sorted(map(str, record))) or "none"
+    return (
+        f"no known format in the columns ({found}); expected 'text', 'prompt'+'completion', "
+        "'messages', or 'instruction'+'output'"
+    )
+
+
+def _json_type(value: Any) -> str:
+    names = {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _skip_space(text: str, position: int) -> int:
+    while position < len(text) and text[position] in " \t\r\n":
+        position += 1
+    return position
+
+
+def _line_of(text: str, position: int) -> int:
+    return text.count("\n", 0, position) + 1
+
+
+def _raise_if(errors: list[LineError]) -> None:
+    if errors:
+        raise DatasetError(errors)
