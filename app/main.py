@@ -19,6 +19,7 @@ from app.config import get_settings
 from app.db import get_engine
 from app.errors import install_error_handlers
 from app.pages import router as pages_router
+from app.run_config import transformers_optimizer_names, transformers_scheduler_names
 from app.services.orphans import recover_orphans
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +29,11 @@ log = logging.getLogger(__name__)
 def _recover_orphans_once() -> None:
     with Session(get_engine()) as session:
         recover_orphans(session, get_settings().stale_run_after_s)
+
+
+def _load_run_config_vocabulary() -> None:
+    transformers_optimizer_names()
+    transformers_scheduler_names()
 
 
 async def _watch_orphans(interval_s: float) -> None:
@@ -43,9 +49,13 @@ async def _watch_orphans(interval_s: float) -> None:
 @contextlib.asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
+    # Validating a run config needs transformers' optimizer and scheduler names, and
+    # importing transformers takes seconds: do it now, not in the first user's request.
+    warm_up = asyncio.create_task(run_in_threadpool(_load_run_config_vocabulary))
     watcher = asyncio.create_task(_watch_orphans(max(5.0, settings.stale_run_after_s / 4)))
     yield
     watcher.cancel()
+    warm_up.cancel()
 
 
 def create_app() -> FastAPI:

@@ -57,7 +57,7 @@ def planned_lr_curve(config: RunConfig | None, derived: dict[str, Any]) -> list[
         return None
     warmup = derived.get("warmup_steps", 0)
     stride = max(1, total // LR_CURVE_POINTS)
-    steps = list(range(0, total + 1, stride))
+    steps = list(range(1, total + 1, stride))  # optimizer steps are 1-based (lr_at's convention)
     if steps[-1] != total:
         steps.append(total)
     values = [lr_at(step, config, total, warmup) for step in steps]

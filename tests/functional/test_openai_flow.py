@@ -238,9 +238,12 @@ def test_pause_saves_a_checkpoint_and_resume_finishes_the_run(stack_factory) -> 
     stack = stack_factory("sqlite", workers=("training",))
     client = client_for(stack)
     job = client.fine_tuning.jobs.create(
-        model="demo-tiny-llama", training_file="demo-antonyms",
-        method={"type": "supervised", "supervised": {"hyperparameters": {
-            "max_steps": 30, "logging_steps": 1, "batch_size": 4}}},
+        model="demo-tiny-llama",
+        training_file="demo-antonyms",
+        method={
+            "type": "supervised",
+            "supervised": {"hyperparameters": {"max_steps": 30, "logging_steps": 1, "batch_size": 4}},
+        },
     )
     deadline = time.monotonic() + 240
     while client.fine_tuning.jobs.retrieve(job.id).loraboard["current_step"] < 5:
@@ -249,7 +252,9 @@ def test_pause_saves_a_checkpoint_and_resume_finishes_the_run(stack_factory) -> 
     assert client.fine_tuning.jobs.pause(job.id).status == "pausing"
     paused = wait_for(client, job.id, stack, {"paused", *FINAL}, timeout=120)
     assert paused.status == "paused"
-    (checkpoint,) = client.fine_tuning.jobs.checkpoints.list(job.id).data  # save_steps is 0: the pause saved it
+    (checkpoint,) = client.fine_tuning.jobs.checkpoints.list(
+        job.id
+    ).data  # save_steps is 0: the pause saved it
     assert 5 <= checkpoint.step_number < 30
     with pytest.raises(openai.BadRequestError):
         client.fine_tuning.jobs.pause(job.id)
@@ -257,6 +262,9 @@ def test_pause_saves_a_checkpoint_and_resume_finishes_the_run(stack_factory) -> 
     client.fine_tuning.jobs.resume(job.id)
     job = wait_for(client, job.id, stack, FINAL, timeout=240)
     assert job.status == "succeeded", (job.error, stack.log("worker-training"))
-    steps = [event.data["step"] for event in reversed(client.fine_tuning.jobs.list_events(job.id, limit=500).data)
-             if event.type == "metrics" and "train_loss" in event.data]
+    steps = [
+        event.data["step"]
+        for event in reversed(client.fine_tuning.jobs.list_events(job.id, limit=500).data)
+        if event.type == "metrics" and "train_loss" in event.data
+    ]
     assert steps == list(range(1, 31))

@@ -29,10 +29,18 @@ def build_random_llama(directory: Path, models_dir: Path) -> Path:
 
     tokenizer = AutoTokenizer.from_pretrained(ensure_demo_model(models_dir))
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=1024, intermediate_size=2752, num_hidden_layers=8,
-                         num_attention_heads=16, num_key_value_heads=16, max_position_embeddings=2048,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=1024,
+        intermediate_size=2752,
+        num_hidden_layers=8,
+        num_attention_heads=16,
+        num_key_value_heads=16,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     model = LlamaForCausalLM(config).to(dtype=torch.float16, device="cuda")
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
@@ -50,11 +58,25 @@ def write_text_dataset(path: Path) -> Path:
 
 
 def run_job(stack: Stack, model_dir: Path, file_id: str, trainer: str) -> dict:
-    job = httpx.post(f"{stack.base_url}/v1/fine_tuning/jobs", timeout=30, json={
-        "model": str(model_dir), "training_file": file_id,
-        "method": {"type": "supervised", "supervised": {"hyperparameters": {
-            "max_steps": 30, "logging_steps": 5, "save_steps": 15, "trainer": trainer}}},
-    }).json()
+    job = httpx.post(
+        f"{stack.base_url}/v1/fine_tuning/jobs",
+        timeout=30,
+        json={
+            "model": str(model_dir),
+            "training_file": file_id,
+            "method": {
+                "type": "supervised",
+                "supervised": {
+                    "hyperparameters": {
+                        "max_steps": 30,
+                        "logging_steps": 5,
+                        "save_steps": 15,
+                        "trainer": trainer,
+                    }
+                },
+            },
+        },
+    ).json()
     deadline = time.monotonic() + 480
     while time.monotonic() < deadline:
         job = httpx.get(f"{stack.base_url}/v1/fine_tuning/jobs/{job['id']}", timeout=30).json()
@@ -68,8 +90,12 @@ def test_classic_recipe_trains_through_a_real_worker_on_cuda(stack_factory, tmp_
     stack = stack_factory("sqlite", workers=("training",))
     model_dir = build_random_llama(tmp_path / "random-llama", stack.data_dir / "models")
     dataset = write_text_dataset(tmp_path / "guanaco-style.jsonl")
-    upload = httpx.post(f"{stack.base_url}/v1/files", data={"purpose": "fine-tune"}, timeout=60,
-                        files={"file": (dataset.name, dataset.read_bytes())}).json()
+    upload = httpx.post(
+        f"{stack.base_url}/v1/files",
+        data={"purpose": "fine-tune"},
+        timeout=60,
+        files={"file": (dataset.name, dataset.read_bytes())},
+    ).json()
     assert upload["loraboard"]["format"] == "text"
 
     for trainer in ("reference", "loraboard"):
@@ -79,12 +105,19 @@ def test_classic_recipe_trains_through_a_real_worker_on_cuda(stack_factory, tmp_
         assert "cuda" in json.dumps(runtime).lower()
         config = job["loraboard"]["config"]
         assert (config["optim"], config["bnb_4bit_compute_dtype"], config["gradient_checkpointing"]) == (
-            "paged_adamw_32bit", "float16", True)
-        events = httpx.get(f"{stack.base_url}/v1/fine_tuning/jobs/{job['id']}/events",
-                           params={"limit": 200}, timeout=30).json()["data"]
-        metrics = [event["data"] for event in events if event["type"] == "metrics" and "train_loss" in event["data"]]
+            "paged_adamw_32bit",
+            "float16",
+            True,
+        )
+        events = httpx.get(
+            f"{stack.base_url}/v1/fine_tuning/jobs/{job['id']}/events", params={"limit": 200}, timeout=30
+        ).json()["data"]
+        metrics = [
+            event["data"] for event in events if event["type"] == "metrics" and "train_loss" in event["data"]
+        ]
         assert len(metrics) == 6
         assert all(row["gpu_memory_allocated_mb"] > 0 and row["tokens_per_second"] > 0 for row in metrics)
-        checkpoints = httpx.get(f"{stack.base_url}/v1/fine_tuning/jobs/{job['id']}/checkpoints",
-                                timeout=30).json()["data"]
+        checkpoints = httpx.get(
+            f"{stack.base_url}/v1/fine_tuning/jobs/{job['id']}/checkpoints", timeout=30
+        ).json()["data"]
         assert [checkpoint["step_number"] for checkpoint in checkpoints] == [30, 15]

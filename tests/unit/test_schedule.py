@@ -111,3 +111,14 @@ def test_trainer_agrees(models_dir, tmp_path, samples, overrides):  # noqa: F811
     steps = range(1, seen["max_steps"] + 1)
     ours = [lr_at(step, run, derived["total_steps"], derived["warmup_steps"]) for step in steps]
     assert ours == pytest.approx(seen["lrs"][:-1], abs=1e-12)
+
+
+def test_lr_at_refuses_step_zero_and_the_planned_curve_never_goes_negative() -> None:
+    from app.services.run_views import planned_lr_curve
+
+    cosine = config(learning_rate=1.0, lr_scheduler_type="cosine")
+    with pytest.raises(ValueError):
+        lr_at(0, cosine, 100, 10)
+    steps, values = planned_lr_curve(cosine, {"total_steps": 30, "warmup_steps": 2})
+    assert steps[0] == 1 and steps[-1] == 30
+    assert min(values) >= 0.0 and max(values) == pytest.approx(1.0)

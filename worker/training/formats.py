@@ -61,16 +61,24 @@ class DatasetSummary:
 class Records(list):
     """A list of records that remembers the file line of each one (for error messages)."""
 
-    def __init__(self, records: list[dict], line_numbers: list[int]):
+    def __init__(
+        self, records: list[dict], line_numbers: list[int], parse_errors: list[LineError] | None = None
+    ):
         super().__init__(records)
         self.line_numbers = line_numbers
+        # Lines that could not be parsed at all; kept so one upload reports them together
+        # with the problems of the lines that did parse.
+        self.parse_errors = parse_errors or []
 
 
 # --- reading -------------------------------------------------------------------
 
 
-def read_records(path: Path) -> list[dict]:
-    """The records of a .jsonl/.json/.csv/.parquet file; DatasetError on what cannot be parsed."""
+def read_records(path: Path, *, keep_going: bool = False) -> Records:
+    """The records of a .jsonl/.json/.csv/.parquet file; DatasetError on what cannot be parsed.
+
+    keep_going: return the records that parsed, with the broken lines in .parse_errors.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_EXTENSIONS:
@@ -92,7 +100,9 @@ def read_records(path: Path) -> list[dict]:
             raise DatasetError([LineError(0, f"the file is not UTF-8 text: {error}")]) from None
         reader = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv}[suffix]
         records = reader(text)
-    if not records:
+    if records.parse_errors and not keep_going:
+        raise DatasetError(records.parse_errors)
+    if not records and not records.parse_errors:
         raise DatasetError([LineError(0, "the file is empty: no samples")])
     return records
 
@@ -114,8 +124,7 @@ def _read_jsonl(text: str) -> Records:
             continue
         records.append(value)
         lines.append(number)
-    _raise_if(errors)
-    return Records(records, lines)
+    return Records(records, lines, errors)
 
 
 def _read_json(text: str) -> Records:
@@ -201,8 +210,7 @@ def _read_csv(text: str) -> Records:
                 continue
         records.append(record)
         lines.append(line)
-    _raise_if(errors)
-    return Records(records, lines)
+    return Records(records, lines, errors)
 
 
 def _read_parquet(path: Path) -> Records:
@@ -277,7 +285,19 @@ def validate_records(records: list[dict], declared_format: str = "auto") -> Data
 
 
 def validate_file(path: Path, declared_format: str = "auto") -> DatasetSummary:
-    return validate_records(read_records(path), declared_format)
+    """Every problem of the file at once: lines that do not parse and records that do not fit."""
+    records = read_records(path, keep_going=True)
+    problems = list(records.parse_errors)
+    summary = None
+    if records:
+        try:
+            summary = validate_records(records, declared_format)
+        except DatasetError as error:
+            problems += error.errors
+    if problems:
+        raise DatasetError(sorted(problems, key=lambda problem: problem.line)[:MAX_ERRORS])
+    assert summary is not None
+    return summary
 
 
 def _check_text(record: dict) -> list[str]:

@@ -49,6 +49,8 @@ def lr_at(step: int, config: RunConfig, total_steps: int, warmup_steps: int) -> 
     warm-up lr0 t / w, then cosine lr0 x 0.5 (1 + cos(pi (t - w) / (T - w))) or linear lr0 (T - t) / (T - w).
     None for a scheduler type this function does not draw (the chart then shows only the logged values).
     """
+    if step < 1:
+        raise ValueError(f"optimizer steps are counted from 1, got {step}")
     lr0 = config.learning_rate
     kind = config.lr_scheduler_type
     t = step - 1
