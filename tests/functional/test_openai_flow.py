@@ -155,6 +155,7 @@ def assert_adapter_loads(adapter: Path, models_dir: Path, messages: list[dict]) 
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
     from worker.training.data import render_chat_prompt
 
     base_dir = models_dir / "demo-tiny-llama"
