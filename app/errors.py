@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException
 
 _TYPES = {
     400: "invalid_request_error",
@@ -74,9 +75,24 @@ def config_validation_error(error: ValidationError) -> APIError:
     return APIError(400, f"Invalid hyperparameters: {message}", param=param, code="invalid_hyperparameters")
 
 
+def _wants_page(request: Request) -> bool:
+    """A browser on a dashboard page gets an HTML error page; API clients always get JSON."""
+    return not request.url.path.startswith("/v1") and "text/html" in request.headers.get("accept", "")
+
+
+def _error_page(request: Request, status_code: int, message: str) -> Response:
+    from app.pages.templating import templates  # the pages import services that import this module
+
+    return templates.TemplateResponse(
+        request, "pages/error.html", {"status_code": status_code, "message": message}, status_code=status_code
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
-    async def _api_error(_request: Request, exc: APIError) -> JSONResponse:
+    async def _api_error(request: Request, exc: APIError) -> Response:
+        if _wants_page(request):
+            return _error_page(request, exc.status_code, exc.message)
         return JSONResponse(
             error_body(exc.message, exc.type, exc.param, exc.code), status_code=exc.status_code
         )
@@ -89,7 +105,9 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(HTTPException)
-    async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
+        if _wants_page(request):
+            return _error_page(request, exc.status_code, str(exc.detail))
         type_ = _TYPES.get(
             exc.status_code, "server_error" if exc.status_code >= 500 else "invalid_request_error"
         )

@@ -135,6 +135,13 @@ def test_every_template_renders(client: TestClient, seeded: dict[str, str]) -> N
     assert chat.status_code == 200 and "does not exist" in chat.text
     # A finished run's stream renders the live fragments once and ends.
     client.get(f"/runs/{seeded['succeeded']}/stream")
+    # A browser gets an HTML error page; an API client the OpenAI-shaped JSON.
+    missing = client.get("/runs/ftjob-doesnotexist", headers={"accept": "text/html"})
+    assert missing.status_code == 404 and "Not found" in missing.text and "<title>" in missing.text
+    unknown = client.get("/no-such-page", headers={"accept": "text/html"})
+    assert unknown.status_code == 404 and "<title>" in unknown.text
+    api_missing = client.get("/v1/fine_tuning/jobs/ftjob-doesnotexist", headers={"accept": "text/html"})
+    assert api_missing.json()["error"]["code"] == "job_not_found"
     rendered = {key[1] for key in templates.env.cache}  # (loader, name) of every template loaded
     on_disk = {str(path.relative_to(TEMPLATES_DIR)) for path in TEMPLATES_DIR.rglob("*.html")}
     assert on_disk - rendered == set()
