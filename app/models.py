@@ -103,6 +103,21 @@ class Metric(SQLModel, table=True):
     gpu_memory_reserved_mb: float | None = None
 
 
+# The measured values of a metrics row, in the order exports and charts show them.
+METRIC_FIELDS = (
+    "step",
+    "epoch",
+    "loss",
+    "eval_loss",
+    "learning_rate",
+    "grad_norm",
+    "tokens_per_second",
+    "tokens_seen",
+    "gpu_memory_allocated_mb",
+    "gpu_memory_reserved_mb",
+)
+
+
 class Event(SQLModel, table=True):
     """The run's log: messages (state changes, warnings) and one 'metrics' event per metrics row."""
 

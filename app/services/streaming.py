@@ -23,23 +23,11 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.db import get_engine
-from app.models import Metric, Run
+from app.models import METRIC_FIELDS, Metric, Run
 from app.services import runs
 
 POLL_INTERVAL_S = 1.0
 RETRY_MS = 1000
-METRIC_FIELDS = (
-    "step",
-    "epoch",
-    "loss",
-    "eval_loss",
-    "learning_rate",
-    "grad_norm",
-    "tokens_per_second",
-    "tokens_seen",
-    "gpu_memory_allocated_mb",
-    "gpu_memory_reserved_mb",
-)
 
 FragmentRenderer = Callable[[Session, Run], dict[str, str]]
 
