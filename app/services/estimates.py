@@ -248,12 +248,14 @@ def sixteen_bit_parameters(shape: ModelShape) -> int:
 
 
 def activation_bytes(shape: ModelShape, config: RunConfig) -> int:
-    """Activations kept for the backward pass, a rough model for sdpa attention (no s x s scores).
+    """Activations kept for the backward pass, a model for sdpa attention (no s x s scores).
 
     Per token and layer the forward keeps about 10 h + 4 i values (norm inputs and outputs,
     q/k/v, attention output, the MLP's gate, up, activation and product). With gradient
     checkpointing only each layer's input (h values) is kept, and one layer is recomputed
-    at a time. The loss adds the fp32 logits and their gradient: 8 bytes x vocabulary per token.
+    at a time. The loss adds the fp32 logits: 4 bytes x vocabulary per token (the 16-bit
+    logits and their gradient live only inside the loss). Checked against peaks measured
+    on an H200 for the 7B and 13B shapes (bench/RESULTS.md, tests/unit/test_estimates_measured.py).
     """
     tokens = config.per_device_train_batch_size * (config.max_seq_length or DEFAULT_SEQ_LEN)
     element = 4 if config.bnb_4bit_compute_dtype == "float32" and not (config.fp16 or config.bf16) else 2
@@ -262,7 +264,7 @@ def activation_bytes(shape: ModelShape, config: RunConfig) -> int:
         layers = shape.num_layers * tokens * shape.hidden_size * element + one_layer
     else:
         layers = shape.num_layers * one_layer
-    logits = tokens * shape.vocab_size * 8
+    logits = tokens * shape.vocab_size * 4
     return layers + logits
 
 
