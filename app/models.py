@@ -76,6 +76,11 @@ class Run(SQLModel, table=True):
     current_step: int = Field(default=0)
     total_steps: int | None = Field(default=None)
     trained_tokens: int = Field(default=0)
+    # Step timing of the current attempt, for the ETA: the first and the latest logged step.
+    # Measured between logs, so model loading and data preparation don't inflate it.
+    first_logged_step: int | None = Field(default=None)
+    first_logged_at: datetime | None = _timestamp(nullable=True)
+    last_logged_at: datetime | None = _timestamp(nullable=True)
 
     @property
     def run_status(self) -> RunStatus:

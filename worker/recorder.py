@@ -19,7 +19,7 @@ from sqlmodel import Session, select
 from app.api.shapes import metric_event_data
 from app.config import get_settings
 from app.db import get_engine
-from app.models import Checkpoint, Metric, Run, RunStatus
+from app.models import Checkpoint, Metric, Run, RunStatus, utcnow
 from app.services import runs
 from worker.training.reporting import MetricValues
 
@@ -56,6 +56,11 @@ class DatabaseReporter:
                 session, self.run_id, _describe(values, total_steps, kind), type="metrics", data=data
             )
             if run is not None:
+                if kind == "training":
+                    now = utcnow()
+                    if run.first_logged_step is None:
+                        run.first_logged_step, run.first_logged_at = values.step, now
+                    run.last_logged_at = now
                 run.current_step = max(run.current_step, values.step)
                 if values.tokens_seen is not None:
                     run.trained_tokens = max(run.trained_tokens, values.tokens_seen)

@@ -201,10 +201,30 @@ def progress(run: Run, now: datetime | None = None) -> dict[str, Any]:
     if run.total_steps:
         fraction = min(1.0, run.current_step / run.total_steps)
         if run.status == RunStatus.running and run.current_step > 0:
-            eta_seconds = elapsed / run.current_step * (run.total_steps - run.current_step)
+            eta_seconds = _eta_seconds(run, now, elapsed)
     if run.status == RunStatus.succeeded:
         fraction = 1.0
     return {"fraction": fraction, "elapsed_seconds": elapsed, "eta_seconds": eta_seconds}
+
+
+def _eta_seconds(run: Run, now: datetime, elapsed: float) -> float:
+    """Remaining steps x the time per step between the first and the latest log of this attempt.
+
+    Timing from logs leaves out model loading and data preparation, which would make a
+    big model's early ETA far too long. Until two logs exist, the time since start is all we have.
+    """
+    assert run.total_steps is not None
+    remaining = run.total_steps - run.current_step
+    first_at, last_at = _aware(run.first_logged_at), _aware(run.last_logged_at)
+    if (
+        first_at
+        and last_at
+        and run.first_logged_step is not None
+        and run.current_step > run.first_logged_step
+    ):
+        per_step = (last_at - first_at).total_seconds() / (run.current_step - run.first_logged_step)
+        return max(0.0, per_step * remaining - (now - last_at).total_seconds())
+    return elapsed / run.current_step * remaining
 
 
 def estimated_finish(run: Run) -> int | None:
@@ -348,6 +368,9 @@ def mark_running(session: Session, run_id: str, worker: str, task_id: str | None
         started_at=now,
         heartbeat_at=now,
         attempts=Run.attempts + 1,
+        first_logged_step=None,
+        first_logged_at=None,
+        last_logged_at=None,
     )
     if claimed:
         add_event(session, run_id, f"Training started on worker {worker}")

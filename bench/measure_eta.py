@@ -1,0 +1,126 @@
+"""The dashboard's ETA after 20 steps against the real end of an epoch.
+
+Trains one epoch of the WORKLOAD.md data (1000 samples with its lognormal lengths,
+rendered as text for the whitespace tokenizer of measure_memory.py's model) through
+the worker's own trainer with the classic recipe, timestamps every logged step, and
+asks app.services.runs.progress() what it would have shown at step 20.
+
+    python bench/measure_eta.py --model-dir /dev/shm/llama7b --build --out eta.json
+    python bench/measure_eta.py --tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from measure_memory import build  # noqa: E402
+from run_bench import sample_lengths  # noqa: E402
+
+from app.models import Run, utcnow  # noqa: E402
+from app.services.runs import progress  # noqa: E402
+from worker.training.reporting import MemoryReporter, MetricValues  # noqa: E402
+
+ETA_AT_STEP = 20
+
+
+class TimedReporter(MemoryReporter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.logged_at: dict[int, object] = {}
+
+    def metrics(self, values: MetricValues) -> None:
+        super().metrics(values)
+        if values.loss is not None:
+            self.logged_at[values.step] = utcnow()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model-dir", default="")
+    parser.add_argument("--build", action="store_true")
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+
+    import torch
+    from transformers import AutoConfig
+
+    from app.run_config import RunConfig
+    from worker.training.reporting import DataSources
+    from worker.training.trainer import run_training
+
+    model_dir = Path(args.model_dir or tempfile.mkdtemp(prefix="loraboard-eta-"))
+    if args.build or args.tiny:
+        build(model_dir, args.tiny, "7b")
+    vocab = AutoConfig.from_pretrained(model_dir).vocab_size
+    lengths = sample_lengths(200 if args.tiny else 1000, 64 if args.tiny else 1024)
+    rng = random.Random(1)
+    data = model_dir / "workload-text.jsonl"
+    with data.open("w") as out:
+        for length in lengths:
+            out.write(
+                json.dumps({"text": " ".join(f"t{rng.randrange(3, vocab)}" for _ in range(length))}) + "\n"
+            )
+
+    config = RunConfig(
+        model_name=str(model_dir),
+        dataset=str(data),
+        max_seq_length=64 if args.tiny else 1024,
+        logging_steps=5,
+        device_map={"": 0} if torch.cuda.is_available() else "auto",
+    )
+    reporter = TimedReporter()
+    with tempfile.TemporaryDirectory() as scratch:
+        started = utcnow()
+        clock = time.perf_counter()
+        run_training(config, Path(scratch), reporter, DataSources(train=str(data)), Path(scratch) / "models")
+        finished = utcnow()
+        wall = time.perf_counter() - clock
+    total = reporter.derived_values["total_steps"]
+    first_step = min(reporter.logged_at)
+    at_step = reporter.logged_at[ETA_AT_STEP]
+    shown = Run(
+        config={},
+        status="running",
+        total_steps=total,
+        current_step=ETA_AT_STEP,
+        started_at=started,
+        first_logged_step=first_step,
+        first_logged_at=reporter.logged_at[first_step],
+        last_logged_at=at_step,
+    )
+    eta = progress(shown, now=at_step)["eta_seconds"]
+    predicted_finish = at_step + timedelta(seconds=eta)
+    actual_remaining = (finished - at_step).total_seconds()
+    result = {
+        "card": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "total_steps": total,
+        "eta_at_step": ETA_AT_STEP,
+        "eta_seconds": round(eta, 1),
+        "actual_remaining_seconds": round(actual_remaining, 1),
+        "error": round((predicted_finish - finished).total_seconds() / actual_remaining, 4),
+        "run_wall_seconds_incl_load": round(wall, 1),
+        "first_to_last_log_seconds": round(
+            (reporter.logged_at[max(reporter.logged_at)] - reporter.logged_at[first_step]).total_seconds(), 1
+        ),
+    }
+    print(json.dumps(result), flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
