@@ -3,7 +3,7 @@
 The prompt is rendered by data.render_chat_prompt with the adapter's saved
 tokenizer, so the model sees exactly the format it was trained on. The base is
 loaded once (4-bit like in training) and kept; adapters are attached by name with
-transformers' PEFT integration and switched per call, so repeated calls cost only
+peft's PeftModel (load_adapter / set_adapter) and switched per call, so repeated calls cost only
 the generation. A lock serialises calls: one worker process (concurrency 1)
 serves one request at a time anyway.
 """
