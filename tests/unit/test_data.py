@@ -60,3 +60,24 @@ def test_other_formats(models_dir):  # noqa: F811
     assert render_examples([{"prompt": "p", "completion": "c"}], "prompt_completion", tokenizer) == [
         {"prompt": "p", "completion": "c"}
     ]
+
+
+def test_a_local_dataset_directory_loads_with_its_splits(tmp_path):
+    """A directory in the hub's layout (what `datasets` reads for hub ids too), offline."""
+    import pandas as pd
+
+    from worker.training.data import load_records
+
+    folder = tmp_path / "my-dataset" / "data"
+    folder.mkdir(parents=True)
+    pd.DataFrame({"prompt": ["2+2=", "3+3="], "completion": ["4", "6"]}).to_parquet(
+        folder / "train-00000-of-00001.parquet"
+    )
+    pd.DataFrame({"prompt": ["1+1="], "completion": ["2"]}).to_parquet(
+        folder / "validation-00000-of-00001.parquet"
+    )
+    train, summary = load_records(str(tmp_path / "my-dataset"))
+    assert summary.format == "prompt_completion" and summary.num_samples == 2
+    assert train[0] == {"prompt": "2+2=", "completion": "4"}
+    validation, _ = load_records(str(tmp_path / "my-dataset"), split="validation")
+    assert validation == [{"prompt": "1+1=", "completion": "2"}]
