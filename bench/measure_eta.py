@@ -17,7 +17,7 @@ import random
 import sys
 import tempfile
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -36,7 +36,7 @@ ETA_AT_STEP = 20
 class TimedReporter(MemoryReporter):
     def __init__(self) -> None:
         super().__init__()
-        self.logged_at: dict[int, object] = {}
+        self.logged_at: dict[int, datetime] = {}
 
     def metrics(self, values: MetricValues) -> None:
         super().metrics(values)
@@ -115,6 +115,12 @@ def main() -> int:
         "first_to_last_log_seconds": round(
             (reporter.logged_at[max(reporter.logged_at)] - reporter.logged_at[first_step]).total_seconds(), 1
         ),
+        # Every log's time since the first one, to try other ETA estimators on the same run.
+        "log_seconds": {
+            step: round((moment - reporter.logged_at[first_step]).total_seconds(), 3)
+            for step, moment in sorted(reporter.logged_at.items())
+        },
+        "finished_seconds": round((finished - reporter.logged_at[first_step]).total_seconds(), 3),
     }
     print(json.dumps(result), flush=True)
     if args.out:
