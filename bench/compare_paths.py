@@ -26,18 +26,30 @@ from worker.training.trainer import run_training  # noqa: E402
 
 def held_out_accuracy(adapter: Path, config, models_dir: Path, limit: int) -> float:
     rows = [json.loads(line) for line in demo_dataset_path("heldout").read_text().splitlines()][:limit]
-    quantization = {name: getattr(config, name) for name in
-                    ("use_4bit", "bnb_4bit_compute_dtype", "bnb_4bit_quant_type", "use_nested_quant")}
+    quantization = {
+        name: getattr(config, name)
+        for name in ("use_4bit", "bnb_4bit_compute_dtype", "bnb_4bit_quant_type", "use_nested_quant")
+    }
     right = 0
     for row in rows:
-        answer = generate_chat(config.model_name, str(adapter), row["messages"][:-1], models_dir=models_dir,
-                               use_4bit=config.use_4bit, quantization=quantization, max_tokens=8, temperature=0)
+        answer = generate_chat(
+            config.model_name,
+            str(adapter),
+            row["messages"][:-1],
+            models_dir=models_dir,
+            use_4bit=config.use_4bit,
+            quantization=quantization,
+            max_tokens=8,
+            temperature=0,
+        )
         right += answer["content"].strip() == row["messages"][-1]["content"].strip()
     return right / len(rows)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--max-steps", type=int, default=-1, help="shorten the demo (smoke runs)")
     parser.add_argument("--eval-limit", type=int, default=80)
     parser.add_argument("--out", default="")
@@ -54,7 +66,9 @@ def main() -> int:
         clear_cache()
         result[trainer] = {
             "losses": {row.step: row.loss for row in reporter.metric_rows if row.loss is not None},
-            "held_out_exact": held_out_accuracy(scratch / trainer / "adapter", config, models_dir, args.eval_limit),
+            "held_out_exact": held_out_accuracy(
+                scratch / trainer / "adapter", config, models_dir, args.eval_limit
+            ),
             "acceleration": reporter.runtime_values.get("acceleration"),
         }
     reference, loraboard = result["reference"]["losses"], result["loraboard"]["losses"]
@@ -63,8 +77,14 @@ def main() -> int:
         abs(loraboard[step] - reference[step]) / abs(reference[step]) for step in after_10
     )
     print(json.dumps({key: value for key, value in result.items() if key not in ("reference", "loraboard")}))
-    print(json.dumps({trainer: {k: v for k, v in result[trainer].items() if k != "losses"}
-                      for trainer in ("reference", "loraboard")}))
+    print(
+        json.dumps(
+            {
+                trainer: {k: v for k, v in result[trainer].items() if k != "losses"}
+                for trainer in ("reference", "loraboard")
+            }
+        )
+    )
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
     return 0
