@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.run_config import DEMO_DATASET_ID, preset_config  # noqa: E402
+from app.services.completions import QUANTIZATION_FIELDS  # noqa: E402
 from worker.training.demo_dataset import demo_dataset_path  # noqa: E402
 from worker.training.inference import clear_cache, generate_chat  # noqa: E402
 from worker.training.reporting import DataSources, MemoryReporter  # noqa: E402
@@ -26,10 +27,7 @@ from worker.training.trainer import run_training  # noqa: E402
 
 def held_out_accuracy(adapter: Path, config, models_dir: Path, limit: int) -> float:
     rows = [json.loads(line) for line in demo_dataset_path("heldout").read_text().splitlines()][:limit]
-    quantization = {
-        name: getattr(config, name)
-        for name in ("use_4bit", "bnb_4bit_compute_dtype", "bnb_4bit_quant_type", "use_nested_quant")
-    }
+    quantization = {name: getattr(config, name) for name in QUANTIZATION_FIELDS}
     right = 0
     for row in rows:
         answer = generate_chat(

@@ -41,10 +41,7 @@ def build(model_dir: Path, tiny: bool, shape: str) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import AutoConfig, PreTrainedTokenizerFast
 
-    if shape == "13b" and not tiny:
-        build_13b(model_dir)
-    else:
-        build_model_dir(model_dir, tiny)
+    build_model_dir(model_dir, tiny, shape)
     vocab = AutoConfig.from_pretrained(model_dir).vocab_size
     words = {"<unk>": 0, "<s>": 1, "</s>": 2} | {f"t{i}": i for i in range(3, vocab)}
     backend = Tokenizer(models.WordLevel(words, unk_token="<unk>"))
@@ -53,31 +50,6 @@ def build(model_dir: Path, tiny: bool, shape: str) -> None:
         tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="</s>"
     )
     tokenizer.save_pretrained(model_dir)
-
-
-def build_13b(model_dir: Path) -> None:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=32000,
-        hidden_size=5120,
-        intermediate_size=13824,
-        num_hidden_layers=40,
-        num_attention_heads=40,
-        num_key_value_heads=40,
-        rms_norm_eps=1e-5,
-        max_position_embeddings=4096,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
-    )
-    torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = LlamaForCausalLM._from_config(config, dtype=torch.float16)
-    model.save_pretrained(model_dir)
-    del model
-    torch.cuda.empty_cache()
 
 
 def write_data(path: Path, vocab: int, seq_len: int) -> None:

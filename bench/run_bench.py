@@ -69,7 +69,11 @@ def make_samples(lengths: list[int], vocab: int) -> list[list[int]]:
     return [[rng.randrange(FIRST_TOKEN_ID, vocab) for _ in range(n)] for n in lengths]
 
 
-def model_config(tiny: bool):
+# Llama-2 shapes: hidden size, MLP size, layers (heads = hidden / 128, as in Llama-2).
+LLAMA2_SHAPES = {"7b": (4096, 11008, 32), "13b": (5120, 13824, 40)}
+
+
+def model_config(tiny: bool, shape: str = "7b"):
     from transformers import LlamaConfig
 
     if tiny:
@@ -86,14 +90,14 @@ def model_config(tiny: bool):
             eos_token_id=2,
             pad_token_id=2,
         )
-    # Llama-2-7B's shape.
+    hidden, intermediate, layers = LLAMA2_SHAPES[shape]
     return LlamaConfig(
         vocab_size=VOCAB,
-        hidden_size=4096,
-        intermediate_size=11008,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=32,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 128,
+        num_key_value_heads=hidden // 128,
         rms_norm_eps=1e-5,
         max_position_embeddings=4096,
         bos_token_id=1,
@@ -119,13 +123,13 @@ def make_tokenizer(vocab: int):
     return tok
 
 
-def build_model_dir(path: Path, tiny: bool) -> None:
+def build_model_dir(path: Path, tiny: bool, shape: str = "7b") -> None:
     """Random weights made on the device in float16 and saved like a downloaded checkpoint."""
     import torch
     from transformers import LlamaForCausalLM
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    cfg = model_config(tiny)
+    cfg = model_config(tiny, shape)
     t0 = time.perf_counter()
     torch.manual_seed(0)
     with torch.device(device):

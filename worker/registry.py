@@ -68,10 +68,14 @@ def _keep_alive(name: str) -> None:
             log.warning("worker heartbeat failed", exc_info=True)
 
 
+def consumed_queues(worker: Any) -> list[str]:
+    """The queues a starting Celery worker (the worker_ready sender) consumes."""
+    return sorted(queue.name for queue in worker.app.amqp.queues.consume_from.values())
+
+
 @worker_ready.connect
 def _on_ready(sender: Any, **_kwargs: Any) -> None:
-    queues = sorted(queue.name for queue in sender.app.amqp.queues.consume_from.values())
-    announce(sender.hostname, queues)
+    announce(sender.hostname, consumed_queues(sender))
     threading.Thread(target=_keep_alive, args=(sender.hostname,), name="worker-registry", daemon=True).start()
 
 

@@ -122,8 +122,7 @@ def chat_completion(
 @worker_ready.connect
 def _recover_own_orphans(sender: Any, **_kwargs: Any) -> None:
     """A training worker that restarts re-queues the runs it was running when it died."""
-    queues = {queue.name for queue in sender.app.amqp.queues.consume_from.values()} if sender else set()
-    if TRAINING_QUEUE not in queues:
+    if TRAINING_QUEUE not in registry.consumed_queues(sender):
         return
     with Session(get_engine()) as session:
         recover_orphans(session, get_settings().stale_run_after_s, worker=sender.hostname)

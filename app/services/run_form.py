@@ -67,10 +67,6 @@ class ParsedForm:
     errors: dict[str, str]
     suffix: str | None = None
 
-    @property
-    def form_error(self) -> str | None:
-        return self.errors.get("__all__")
-
 
 def _base_types(annotation: Any) -> list[Any]:
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:

@@ -327,11 +327,10 @@ def pause_run(session: Session, run_id: str) -> Run:
 def resume_run(session: Session, run_id: str) -> Run:
     """Paused, cancelled or failed -> queued again; training continues from the last checkpoint, if any."""
     run = get_run(session, run_id)
-    allowed = tuple(status for status in RESUMABLE_STATUSES if status != RunStatus.succeeded)
     if not _transition(
         session,
         run_id,
-        allowed,
+        RESUMABLE_STATUSES,
         status=RunStatus.queued.value,
         finished_at=None,
         error_code=None,
