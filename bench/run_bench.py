@@ -22,7 +22,8 @@ Variants:
   lb-no-<f>     loraboard without default feature <f> (sdpa, bf16, liger; join
                 several with +, e.g. lb-no-liger+sdpa): ablations
   lb+<f>        loraboard with opt-in feature <f> (optimizer, offload; e.g.
-                lb+optimizer+offload); see worker/training/acceleration.py
+                lb+optimizer+offload, or lb+optimizer+no-compile to leave a default
+                feature off too); see worker/training/acceleration.py
 
 Usage (on the GPU machine, after bench/build_gpu_deps.sh here):
   PYTHONPATH=$PWD/.gpu-deps:$PWD python3 bench/run_bench.py --variants reference,loraboard \
@@ -193,7 +194,7 @@ def reference_arguments(out_dir: str, steps: int, tiny: bool) -> dict:
     }
 
 
-def variant_plan(variant: str):
+def variant_plan(variant: str, hidden_size: int):
     """The Acceleration for a variant (None for the reference)."""
     import torch
 
@@ -206,12 +207,21 @@ def variant_plan(variant: str):
     if variant.startswith("lb-no-"):
         disable = frozenset(variant.removeprefix("lb-no-").split("+"))
     elif variant.startswith("lb+"):
-        enable = frozenset(variant.removeprefix("lb+").split("+"))
+        # lb+optimizer+no-compile: opt-in features, and "no-" for default features left off
+        words = variant.removeprefix("lb+").split("+")
+        enable = frozenset(w for w in words if not w.startswith("no-"))
+        disable = frozenset(w.removeprefix("no-") for w in words if w.startswith("no-"))
     elif variant != "loraboard":
         raise SystemExit(f"unknown variant {variant!r}")
     if torch.cuda.is_available():
         return plan_acceleration(
-            "cuda", torch.cuda.get_device_capability(), True, False, disable=disable, enable=enable
+            "cuda",
+            torch.cuda.get_device_capability(),
+            True,
+            False,
+            hidden_size=hidden_size,
+            disable=disable,
+            enable=enable,
         )
     return plan_acceleration("cpu", None, True, False, disable=disable, enable=enable)
 
@@ -269,7 +279,7 @@ def run_variant(args) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     cuda = torch.cuda.is_available()
-    plan = variant_plan(args.child)
+    plan = variant_plan(args.child, model_config(args.tiny).hidden_size)
     # Profiled steps (if any) run after the timed ones, so the profiler does not skew the timing.
     total_steps = args.steps + args.profile_steps if args.steps > 0 else -1
     ref = reference_arguments(tempfile.mkdtemp(prefix="bench-out-"), total_steps, args.tiny)
@@ -358,7 +368,21 @@ def run_variant(args) -> dict:
         result["epoch_s_extrapolated"] = round(total_tokens / tps, 1)
     if profile:
         result["profile"] = profile
+    if plan is not None and plan.compile_layers:
+        result["dynamo"] = _dynamo_counters()
     return result
+
+
+def _dynamo_counters() -> dict:
+    """How torch.compile went: graphs made, graph breaks (with reasons), recompiles."""
+    from torch._dynamo.utils import counters
+
+    return {
+        "unique_graphs": counters["stats"].get("unique_graphs", 0),
+        "calls_captured": counters["stats"].get("calls_captured", 0),
+        "graph_breaks": dict(counters["graph_break"]),
+        "recompiles": dict(counters["recompiles"]) if "recompiles" in counters else {},
+    }
 
 
 def _last_loss(trainer):

@@ -96,3 +96,37 @@ def test_the_config_overrides_are_valid_sftconfig_arguments(tmp_path) -> None:
     plan = plan_acceleration("cuda", (9, 0), True, False, enable=frozenset({"optimizer", "offload"}))
     config = SFTConfig(output_dir=str(tmp_path), use_cpu=True, **plan.sft_kwargs)
     assert config.optim == FUSED_OPTIMIZER and config.activation_offloading
+
+
+@pytest.fixture
+def triton_installed(monkeypatch):
+    """The planner only compiles where triton exists (GPU machines); pretend it does."""
+    from worker.training import acceleration
+
+    real = acceleration._has_package
+    monkeypatch.setattr(acceleration, "_has_package", lambda name: name == "triton" or real(name))
+
+
+def test_large_models_are_compiled_with_recompute_in_the_graph(triton_installed) -> None:
+    plan = plan_acceleration("cuda", (9, 0), True, False, hidden_size=4096)
+    assert plan.compile_layers and plan.recompute_in_graph
+    # the compiled layers fuse RMSNorm, RoPE and SwiGLU themselves
+    assert not plan.liger
+    assert any("torch.compile" in note for note in plan.notes)
+
+
+def test_without_checkpointing_the_compiled_graph_keeps_its_activations(triton_installed) -> None:
+    plan = plan_acceleration("cuda", (9, 0), False, False, hidden_size=4096)
+    assert plan.compile_layers and not plan.recompute_in_graph
+
+
+def test_small_or_unknown_models_are_not_compiled(triton_installed) -> None:
+    for hidden_size in (None, 1024):
+        plan = plan_acceleration("cuda", (9, 0), True, False, hidden_size=hidden_size)
+        assert not plan.compile_layers
+        assert any("torch.compile skipped" in note for note in plan.notes)
+
+
+def test_compile_can_be_left_off(triton_installed) -> None:
+    plan = plan_acceleration("cuda", (9, 0), True, False, hidden_size=4096, disable=frozenset({"compile"}))
+    assert not plan.compile_layers

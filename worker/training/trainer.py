@@ -58,7 +58,8 @@ def run_training(
 
     # 2. Device, acceleration plan, and the run config mapped onto the installed libraries.
     device = detect_device()
-    acceleration = _plan_acceleration(config, device, reporter)
+    model_path = resolve_model(config.model_name, models_dir)
+    acceleration = _plan_acceleration(config, device, reporter, model_path)
     has_eval = bool(data.validation) or config.eval_fraction > 0
     arguments = map_arguments(config, device, checkpoints_dir, has_eval=has_eval, acceleration=acceleration)
     for level, message, details in arguments.events:
@@ -66,7 +67,6 @@ def run_training(
     reporter.runtime(arguments.runtime)
 
     # 3. Tokenizer and data: every sample rendered to prompt/completion (or text).
-    model_path = resolve_model(config.model_name, models_dir)
     tokenizer = load_tokenizer(model_path)
     train_dataset, eval_dataset, summary = build_datasets(data.train, data.validation, config, tokenizer)
     reporter.event(
@@ -134,7 +134,7 @@ def run_training(
     return result
 
 
-def _plan_acceleration(config: RunConfig, device: DeviceInfo, reporter: Reporter) -> Any:
+def _plan_acceleration(config: RunConfig, device: DeviceInfo, reporter: Reporter, model_path: str) -> Any:
     """The GPU fast path (worker/training/acceleration.py) for trainer="loraboard"; None for "reference"."""
     if config.trainer != "loraboard":
         return None
@@ -144,8 +144,27 @@ def _plan_acceleration(config: RunConfig, device: DeviceInfo, reporter: Reporter
         reporter.event(f"acceleration unavailable ({error}); training as configured", "warning")
         return None
     return plan_acceleration(
-        device.type, device.compute_capability, config.gradient_checkpointing, config.packing
+        device.type,
+        device.compute_capability,
+        config.gradient_checkpointing,
+        config.packing,
+        hidden_size=_hidden_size(model_path),
     )
+
+
+def _hidden_size(model_path: str) -> int | None:
+    """The model's hidden size from its config (None if it has none or cannot be read here:
+    the planner then skips what depends on it, and loading the model reports the real problem)."""
+    from transformers import AutoConfig
+
+    try:
+        model_config = AutoConfig.from_pretrained(model_path)
+    except (OSError, ValueError):
+        return None
+    size = getattr(model_config, "hidden_size", None) or getattr(
+        getattr(model_config, "text_config", None), "hidden_size", None
+    )
+    return int(size) if size else None
 
 
 def _build_model(model_path: str, config: RunConfig, arguments: MappedArguments, acceleration: Any) -> Any:

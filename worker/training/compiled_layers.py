@@ -1,0 +1,103 @@
+"""Loraboard's compiled decoder layers: the "compile" feature of acceleration.py.
+
+At batch 4 a 7B QLoRA step is launch-bound: the CPU issues ~9,000 small kernels
+through Python while the GPU waits (bench/RESULTS.md). Compiling each decoder layer
+with torch.compile fuses the elementwise work (RMSNorm, RoPE, SwiGLU, dropout, the
+LoRA scaling) and replaces Python module calls with one generated launcher per graph.
+
+- Sequence lengths are symbolic from the first step, so group_by_length's
+  ever-changing lengths reuse one graph instead of recompiling; the 32 layers of a
+  Llama share it (a batch without padding, hence without a mask, makes a second).
+- With gradient checkpointing on, transformers' checkpoint around each layer is
+  replaced by the compiled graph's own recomputation: the layer keeps as few
+  activations as it can (activation memory budget 0) and recomputes the rest in
+  its compiled backward, dropout included (from its philox seed, so the masks are
+  those of the forward). With transformers' checkpoint kept, the compiled forward
+  ran twice a step from eager code: 0.309 s a step against 0.248 s (H100,
+  bench/RESULTS.md), at the same peak memory.
+
+Tracing transformers' checkpoint into the graph instead fails in torch 2.11's
+partitioner ("Node ... was invalid, but is output"); rewriting bitsandbytes'
+dequantization in torch ops measured no faster and kept the 16-bit weights alive
+longer (+0.2 GiB). Both are in RESULTS.md's table of what was tried.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Symbolic lengths make one graph for all layers, a second without an attention mask;
+# the default limit of 8 graphs per code object is shared by every compiled layer.
+DYNAMO_CACHE_SIZE_LIMIT = 64
+
+
+def layer_forward_without_checkpoint(self: Any, *args: Any, **kwargs: Any) -> Any:
+    """A decoder layer's own forward, whatever gradient_checkpointing says."""
+    return type(self)._loraboard_plain_forward(self, *args, **kwargs)
+
+
+def recompute_in_compiled_graph(layer: Any) -> None:
+    """Bypass transformers' checkpoint for `layer`; its compiled graph recomputes instead.
+
+    transformers 5.x checkpoints in GradientCheckpointingLayer.__call__ (older) or in a
+    wrapper around forward (newer); the subclass takes both out.
+    """
+    import torch
+
+    base = type(layer)
+    forward = base.forward
+    if getattr(forward, "__code__", None) is not None and forward.__code__.co_name == "forward_with_checkpointing":
+        forward = forward.__wrapped__
+    layer.__class__ = _subclass(
+        base,
+        forward=layer_forward_without_checkpoint,
+        __call__=torch.nn.Module.__call__,
+        _loraboard_plain_forward=forward,
+    )
+
+
+def compile_decoder_layers(model: Any, *, recompute: bool) -> int:
+    """Mark every decoder layer of `model` for torch.compile; returns how many.
+
+    Compilation is lazy: the first forward traces each layer as it is then, with
+    peft's LoRA modules inside it, so this may run before LoRA wraps the model.
+    recompute: the run asked for gradient checkpointing (see the module docstring).
+    The settings are process-wide; a training worker runs one training per process.
+    """
+    import torch
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [module for module in model.modules() if isinstance(module, GradientCheckpointingLayer)]
+    dynamo_config = torch._dynamo.config
+    dynamo_config.cache_size_limit = max(dynamo_config.cache_size_limit, DYNAMO_CACHE_SIZE_LIMIT)
+    dynamo_config.accumulated_cache_size_limit = max(
+        dynamo_config.accumulated_cache_size_limit, 4 * DYNAMO_CACHE_SIZE_LIMIT
+    )
+    if recompute:
+        functorch_config = torch._functorch.config
+        functorch_config.activation_memory_budget = 0.0
+        # Dropout as a function of (seed, offset), so the backward can recompute its mask
+        # rather than keep it; philox exists on CUDA only.
+        functorch_config.functionalize_rng_ops = torch.cuda.is_available()
+    for layer in layers:
+        if recompute:
+            recompute_in_compiled_graph(layer)
+        layer.compile(dynamic=True)
+    return len(layers)
+
+
+_SUBCLASSES: dict[type, type] = {}
+
+
+def _subclass(base: type, **attributes: Any) -> type:
+    """One cached subclass of `base` with `attributes` set after the class is made.
+
+    After, on purpose: GradientCheckpointingLayer wraps the forward of every new
+    subclass in __init_subclass__ (transformers >= 5.2x), and this one must stay bare.
+    """
+    if base not in _SUBCLASSES:
+        cls = type(f"Compiled{base.__name__}", (base,), {"__module__": __name__})
+        for name, value in attributes.items():
+            setattr(cls, name, value)
+        _SUBCLASSES[base] = cls
+    return _SUBCLASSES[base]
