@@ -205,7 +205,9 @@ def plan_acceleration(
             )
 
     if "liger" in features and plan.compile_layers:
-        plan.notes.append("Liger kernels left off: the compiled layers fuse RMSNorm, RoPE and SwiGLU themselves")
+        plan.notes.append(
+            "Liger kernels left off: the compiled layers fuse RMSNorm, RoPE and SwiGLU themselves"
+        )
     elif "liger" in features:
         if _has_package("liger_kernel") and _has_package("triton"):
             plan.liger = True

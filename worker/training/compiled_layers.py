@@ -46,7 +46,8 @@ def recompute_in_compiled_graph(layer: Any) -> None:
 
     base = type(layer)
     forward = base.forward
-    if getattr(forward, "__code__", None) is not None and forward.__code__.co_name == "forward_with_checkpointing":
+    code = getattr(forward, "__code__", None)
+    if code is not None and code.co_name == "forward_with_checkpointing":
         forward = forward.__wrapped__
     layer.__class__ = _subclass(
         base,
