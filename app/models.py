@@ -81,6 +81,10 @@ class Run(SQLModel, table=True):
     first_logged_step: int | None = Field(default=None)
     first_logged_at: datetime | None = _timestamp(nullable=True)
     last_logged_at: datetime | None = _timestamp(nullable=True)
+    # The worker's own estimate of the training time left, and when it was made: it knows
+    # each step's time and tokens and the tokens still to train (worker/training/eta.py).
+    eta_seconds: float | None = Field(default=None)
+    eta_at: datetime | None = _timestamp(nullable=True)
 
     @property
     def run_status(self) -> RunStatus:

@@ -3,7 +3,9 @@
 Trains one epoch of the WORKLOAD.md data (1000 samples with its lognormal lengths,
 rendered as text for the whitespace tokenizer of measure_memory.py's model) through
 the worker's own trainer with the classic recipe, timestamps every logged step, and
-asks app.services.runs.progress() what it would have shown at step 20.
+asks app.services.runs.progress() what it would have shown at step 20: the worker's
+estimate (worker/training/eta.py), and for comparison the older steps-only one. The
+real time left runs to the log of the last step (training's end, before saving).
 
     python bench/measure_eta.py --model-dir /dev/shm/llama7b --build --out eta.json
     python bench/measure_eta.py --tiny
@@ -17,7 +19,7 @@ import random
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -37,11 +39,13 @@ class TimedReporter(MemoryReporter):
     def __init__(self) -> None:
         super().__init__()
         self.logged_at: dict[int, datetime] = {}
+        self.eta_at: dict[int, float | None] = {}
 
     def metrics(self, values: MetricValues) -> None:
         super().metrics(values)
         if values.loss is not None:
             self.logged_at[values.step] = utcnow()
+            self.eta_at[values.step] = values.eta_seconds
 
 
 def main() -> int:
@@ -91,6 +95,7 @@ def main() -> int:
     total = reporter.derived_values["total_steps"]
     first_step = min(reporter.logged_at)
     at_step = reporter.logged_at[ETA_AT_STEP]
+    # What the dashboard shows at the log of step 20: the worker's estimate, stored on the run.
     shown = Run(
         config={},
         status="running",
@@ -100,17 +105,30 @@ def main() -> int:
         first_logged_step=first_step,
         first_logged_at=reporter.logged_at[first_step],
         last_logged_at=at_step,
+        eta_seconds=reporter.eta_at[ETA_AT_STEP],
+        eta_at=at_step,
     )
     eta = progress(shown, now=at_step)["eta_seconds"]
-    predicted_finish = at_step + timedelta(seconds=eta)
-    actual_remaining = (finished - at_step).total_seconds()
+    # The previous estimator (time per step between logs), on the same run, for comparison.
+    shown.eta_seconds = shown.eta_at = None
+    eta_steps_only = progress(shown, now=at_step)["eta_seconds"]
+    # the last step's log (logging_steps divides the 250 steps): the end of training
+    training_end = reporter.logged_at[max(reporter.logged_at)]
+    actual_remaining = (training_end - at_step).total_seconds()
     result = {
         "card": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "total_steps": total,
+        "last_logged_step": max(reporter.logged_at),
         "eta_at_step": ETA_AT_STEP,
         "eta_seconds": round(eta, 1),
         "actual_remaining_seconds": round(actual_remaining, 1),
-        "error": round((predicted_finish - finished).total_seconds() / actual_remaining, 4),
+        "error": round((eta - actual_remaining) / actual_remaining, 4),
+        "eta_steps_only_seconds": round(eta_steps_only, 1),
+        "error_steps_only": round((eta_steps_only - actual_remaining) / actual_remaining, 4),
+        "acceleration": reporter.runtime_values.get("acceleration"),
+        "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3)
+        if torch.cuda.is_available()
+        else None,
         "run_wall_seconds_incl_load": round(wall, 1),
         "first_to_last_log_seconds": round(
             (reporter.logged_at[max(reporter.logged_at)] - reporter.logged_at[first_step]).total_seconds(), 1
@@ -121,6 +139,7 @@ def main() -> int:
             for step, moment in sorted(reporter.logged_at.items())
         },
         "finished_seconds": round((finished - reporter.logged_at[first_step]).total_seconds(), 3),
+        "eta_seconds_at_each_log": reporter.eta_at,
     }
     print(json.dumps(result), flush=True)
     if args.out:

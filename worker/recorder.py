@@ -44,7 +44,9 @@ class DatabaseReporter:
             session.commit()
 
     def metrics(self, values: MetricValues) -> None:
-        metric = Metric(run_id=self.run_id, **values.as_dict())
+        fields = values.as_dict()
+        eta_seconds = fields.pop("eta_seconds", None)
+        metric = Metric(run_id=self.run_id, **fields)
         with Session(self.engine) as session:
             run = session.get(Run, self.run_id)
             total_steps = run.total_steps if run else None
@@ -61,6 +63,7 @@ class DatabaseReporter:
                     if run.first_logged_step is None:
                         run.first_logged_step, run.first_logged_at = values.step, now
                     run.last_logged_at = now
+                    run.eta_seconds, run.eta_at = eta_seconds, now if eta_seconds is not None else None
                 run.current_step = max(run.current_step, values.step)
                 if values.tokens_seen is not None:
                     run.trained_tokens = max(run.trained_tokens, values.tokens_seen)

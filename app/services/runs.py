@@ -208,12 +208,17 @@ def progress(run: Run, now: datetime | None = None) -> dict[str, Any]:
 
 
 def _eta_seconds(run: Run, now: datetime, elapsed: float) -> float:
-    """Remaining steps x the time per step between the first and the latest log of this attempt.
+    """The worker's latest estimate, less the time since; else from the logs' timing.
 
-    Timing from logs leaves out model loading and data preparation, which would make a
-    big model's early ETA far too long. Until two logs exist, the time since start is all we have.
+    The worker fits each step's time to its tokens (worker/training/eta.py). Without its
+    estimate: remaining steps x the time per step between the first and the latest log of
+    this attempt (model loading and data preparation left out); before two logs, the time
+    since start is all we have.
     """
     assert run.total_steps is not None
+    eta_at = _aware(run.eta_at)
+    if run.eta_seconds is not None and eta_at is not None:
+        return max(0.0, run.eta_seconds - (now - eta_at).total_seconds())
     remaining = run.total_steps - run.current_step
     first_at, last_at = _aware(run.first_logged_at), _aware(run.last_logged_at)
     if (
@@ -370,6 +375,8 @@ def mark_running(session: Session, run_id: str, worker: str, task_id: str | None
         first_logged_step=None,
         first_logged_at=None,
         last_logged_at=None,
+        eta_seconds=None,
+        eta_at=None,
     )
     if claimed:
         add_event(session, run_id, f"Training started on worker {worker}")

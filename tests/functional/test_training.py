@@ -57,6 +57,8 @@ def test_metrics_checkpoints_and_the_final_adapter(models_dir, tmp_path):  # noq
     assert all(row.loss > 0 and row.grad_norm is not None and row.tokens_per_second > 0 for row in rows)
     assert [row.tokens_seen for row in rows] == sorted({row.tokens_seen for row in rows})
     assert result.trained_tokens == rows[-1].tokens_seen
+    # the worker's ETA: time left from step times and the tokens still to train; none at the end
+    assert rows[0].eta_seconds > 0 and rows[1].eta_seconds > 0 and rows[-1].eta_seconds == 0.0
     warmup = reporter.derived_values["warmup_steps"]
     for row in rows:
         assert row.learning_rate == pytest.approx(lr_at(row.step, config, 6, warmup))

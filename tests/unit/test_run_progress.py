@@ -51,3 +51,18 @@ def test_finished_runs_have_no_eta() -> None:
         "elapsed_seconds": pytest.approx(55.0),
         "eta_seconds": None,
     }
+
+
+def test_the_workers_estimate_wins_and_counts_down() -> None:
+    now = utcnow()
+    run = running_run(
+        started_at=now - timedelta(seconds=300),
+        first_logged_step=5,
+        first_logged_at=now - timedelta(seconds=50),
+        last_logged_at=now - timedelta(seconds=10),
+        eta_seconds=90.0,
+        eta_at=now - timedelta(seconds=10),
+    )
+    assert progress(run, now)["eta_seconds"] == pytest.approx(80.0)
+    # an overdue estimate says "any moment", never a negative time
+    assert progress(run, now + timedelta(seconds=200))["eta_seconds"] == 0.0

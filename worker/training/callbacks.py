@@ -5,6 +5,9 @@ the attention-mask sum of every batch, kept in the trainer state, so the count
 survives a resume). Tokens per second are real (non-pad) tokens over the wall time
 spent training since the last log: the clock restarts after an evaluation or a
 checkpoint so that neither is counted as training time.
+
+Every step's wall time and real tokens are kept too, for the ETA reported with each
+log (worker/training/eta.py): the tokens still to train are known from the data.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from worker.training.eta import StepTime, remaining_seconds
 from worker.training.reporting import MetricValues, Reporter
 
 
@@ -30,12 +34,18 @@ class ReporterCallback(TrainerCallback):
         self._clock = time.perf_counter()
         self._tokens_at_clock = 0
         self._known_checkpoints: set[Path] = set()
+        self._step_times: list[StepTime] = []
+        self._step_clock = time.perf_counter()
+        self._tokens_at_step = 0
+        self._planned_tokens: int | None = None
 
     # --- training starts (fresh or resumed) -----------------------------------
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
         self._restart_clock(state)
         self._known_checkpoints = set(Path(args.output_dir).glob("checkpoint-*"))
         self._drop_rows_after(state.global_step)
+        self._step_times = []  # this attempt's pace only: a resumed run may run on another GPU
+        self._planned_tokens = _planned_tokens(train_dataloader, state.max_steps, args)
 
     # --- metrics ---------------------------------------------------------------
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -53,6 +63,7 @@ class ReporterCallback(TrainerCallback):
             grad_norm=logs.get("grad_norm"),
             tokens_per_second=(tokens - self._tokens_at_clock) / elapsed if elapsed > 0 and tokens else None,
             tokens_seen=tokens or None,
+            eta_seconds=self._eta_seconds(state),
             **_gpu_memory_mb(),
         )
         self._report(values)
@@ -80,8 +91,11 @@ class ReporterCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         self._report_removed()
 
-    # --- cancellation ----------------------------------------------------------
+    # --- steps: timing and cancellation -----------------------------------------
     def on_step_end(self, args, state, control, **kwargs):
+        now, tokens = time.perf_counter(), state.num_input_tokens_seen
+        self._step_times.append(StepTime(now - self._step_clock, tokens - self._tokens_at_step))
+        self._step_clock, self._tokens_at_step = now, tokens
         if self.reporter.should_stop():
             self.stopped_by_request = True
             control.should_training_stop = True  # the Trainer stops before the next step
@@ -106,6 +120,15 @@ class ReporterCallback(TrainerCallback):
 
     def _restart_clock(self, state) -> None:
         self._clock, self._tokens_at_clock = time.perf_counter(), state.num_input_tokens_seen
+        self._step_clock, self._tokens_at_step = self._clock, self._tokens_at_clock
+
+    def _eta_seconds(self, state) -> float | None:
+        if not state.max_steps:
+            return None
+        tokens_left = None
+        if self._planned_tokens is not None and state.num_input_tokens_seen:
+            tokens_left = self._planned_tokens - state.num_input_tokens_seen
+        return remaining_seconds(self._step_times, state.max_steps - state.global_step, tokens_left)
 
     def _drop_rows_after(self, step: int) -> None:
         """On resume, rows logged after the checkpoint's step are logged again: keep one copy."""
@@ -114,6 +137,24 @@ class ReporterCallback(TrainerCallback):
         rows = [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
         kept = [row for row in rows if row["step"] <= step]
         self.metrics_path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+
+
+def _planned_tokens(train_dataloader: Any, max_steps: int, args: Any) -> int | None:
+    """Real tokens the whole run trains: the tokenized samples' lengths, scaled to max_steps.
+
+    None where they are unknown (packing or a streaming dataset): the ETA then uses steps alone.
+    """
+    dataset = getattr(train_dataloader, "dataset", None)
+    if dataset is None or getattr(args, "packing", False) or max_steps <= 0:
+        return None
+    try:
+        epoch_tokens = sum(len(ids) for ids in dataset["input_ids"])
+        steps_per_epoch = len(train_dataloader) // max(args.gradient_accumulation_steps, 1)
+    except (KeyError, TypeError):
+        return None
+    if not epoch_tokens or not steps_per_epoch:
+        return None
+    return round(epoch_tokens * max_steps / steps_per_epoch)
 
 
 def _round(epoch: float | None) -> float | None:

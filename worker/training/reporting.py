@@ -26,6 +26,8 @@ class MetricValues:
     tokens_seen: int | None = None
     gpu_memory_allocated_mb: float | None = None
     gpu_memory_reserved_mb: float | None = None
+    eta_seconds: float | None = None
+    """Training time left as estimated at this log (worker/training/eta.py); kept on the run, not a metric."""
 
     def as_dict(self) -> dict[str, Any]:
         return {key: value for key, value in asdict(self).items() if value is not None}
