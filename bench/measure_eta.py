@@ -86,6 +86,8 @@ def main() -> int:
         device_map={"": 0} if torch.cuda.is_available() else "auto",
     )
     reporter = TimedReporter()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()  # not the fp16 model that --build made in this process
     with tempfile.TemporaryDirectory() as scratch:
         started = utcnow()
         clock = time.perf_counter()

@@ -58,9 +58,7 @@ def fit_step_time(steps: Sequence[StepTime]) -> tuple[float, float] | None:
     return intercept, slope
 
 
-def remaining_seconds(
-    steps: Sequence[StepTime], steps_left: int, tokens_left: int | None
-) -> float | None:
+def remaining_seconds(steps: Sequence[StepTime], steps_left: int, tokens_left: int | None) -> float | None:
     """Seconds until the last step ends; None before any step was timed."""
     kept = pace_steps(steps)
     if not kept:
