@@ -119,8 +119,21 @@ class Acceleration:
             compile_decoder_layers(model, recompute=self.recompute_in_graph)
         return model
 
+    def prepare_adapters(self, model: Any) -> Any:
+        """Patches once peft has made the adapters, before training. Returns the model."""
+        if self.recompute_in_graph:
+            from worker.training.seeded_dropout import use_seeded_dropout
+
+            # The compiled backward recomputes LoRA's dropout: its mask must come out the same.
+            use_seeded_dropout(model)
+        return model
+
     def prepare_trainer(self, trainer: Any) -> Any:
-        """Patches after the trainer is built and before trainer.train(). Returns the trainer."""
+        """Patches after the trainer is built and before trainer.train(). Returns the trainer.
+
+        For callers that let trl make the adapters (the benchmark): prepare_adapters included.
+        """
+        self.prepare_adapters(trainer.model)
         if self.fp32_adapters:
             # trl's SFTTrainer casts QLoRA adapters to bf16 in __init__; the optimizer
             # is made in train(), so casting here gives it fp32 parameters and state.

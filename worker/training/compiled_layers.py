@@ -9,12 +9,13 @@ LoRA scaling) and replaces Python module calls with one generated launcher per g
   ever-changing lengths reuse one graph instead of recompiling; the 32 layers of a
   Llama share it (a batch without padding, hence without a mask, makes a second).
 - With gradient checkpointing on, transformers' checkpoint around each layer is
-  replaced by the compiled graph's own recomputation: the layer keeps as few
-  activations as it can (activation memory budget 0) and recomputes the rest in
-  its compiled backward, dropout included (from its philox seed, so the masks are
-  those of the forward). With transformers' checkpoint kept, the compiled forward
-  ran twice a step from eager code: 0.309 s a step against 0.248 s (H100,
-  bench/RESULTS.md), at the same peak memory.
+  replaced by the compiled graph's own recomputation: the layer keeps only its
+  inputs (activation memory budget 0) and recomputes the rest in its compiled
+  backward. With transformers' checkpoint kept, the compiled forward ran twice a
+  step from eager code: 0.309 s a step against 0.248 s (H100, bench/RESULTS.md), at
+  the same peak memory. A random op would be recomputed with a new draw, so LoRA's
+  dropout becomes seeded_dropout.SeededDropout (Acceleration.prepare_adapters), and a
+  model with any other dropout keeps transformers' checkpoint.
 
 Tracing transformers' checkpoint into the graph instead fails in torch 2.11's
 partitioner ("Node ... was invalid, but is output"); rewriting bitsandbytes'
@@ -24,7 +25,10 @@ longer (+0.2 GiB). Both are in RESULTS.md's table of what was tried.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 # Symbolic lengths make one graph for all layers, a second without an attention mask;
 # the default limit of 8 graphs per code object is shared by every compiled layer.
@@ -62,8 +66,9 @@ def compile_decoder_layers(model: Any, *, recompute: bool) -> int:
 
     Compilation is lazy: the first forward traces each layer as it is then, with
     peft's LoRA modules inside it, so this may run before LoRA wraps the model.
-    recompute: the run asked for gradient checkpointing (see the module docstring).
-    The settings are process-wide; a training worker runs one training per process.
+    recompute: the run asked for gradient checkpointing (see the module docstring); the
+    caller must then make LoRA's dropout seeded once the adapters exist. The settings are
+    process-wide; a training worker runs one training per process.
     """
     import torch
     from transformers.modeling_layers import GradientCheckpointingLayer
@@ -74,17 +79,31 @@ def compile_decoder_layers(model: Any, *, recompute: bool) -> int:
     dynamo_config.accumulated_cache_size_limit = max(
         dynamo_config.accumulated_cache_size_limit, 4 * DYNAMO_CACHE_SIZE_LIMIT
     )
+    if recompute and _has_random_ops(model):
+        logger.warning(
+            "the model has dropout of its own: compiled layers keep transformers' checkpoint "
+            "(the compiled graph would recompute a dropout mask with a new draw)"
+        )
+        recompute = False
     if recompute:
-        functorch_config = torch._functorch.config
-        functorch_config.activation_memory_budget = 0.0
-        # Dropout as a function of (seed, offset), so the backward can recompute its mask
-        # rather than keep it; philox exists on CUDA only.
-        functorch_config.functionalize_rng_ops = torch.cuda.is_available()
+        torch._functorch.config.activation_memory_budget = 0.0
     for layer in layers:
         if recompute:
             recompute_in_compiled_graph(layer)
         layer.compile(dynamic=True)
     return len(layers)
+
+
+def _has_random_ops(model: Any) -> bool:
+    """Dropout in the base model itself (LoRA's comes later and is made seeded)."""
+    import torch
+
+    config = getattr(model, "config", None)
+    for name in ("attention_dropout", "hidden_dropout", "resid_pdrop", "attn_pdrop", "dropout"):
+        value = getattr(config, name, 0)
+        if isinstance(value, (int, float)) and value > 0:
+            return True
+    return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
 
 
 _SUBCLASSES: dict[type, type] = {}

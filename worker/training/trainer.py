@@ -202,6 +202,8 @@ def _build_model(model_path: str, config: RunConfig, arguments: MappedArguments,
         for parameter in model.parameters():
             if parameter.requires_grad:
                 parameter.data = parameter.data.to(torch.bfloat16)
+    if acceleration is not None:
+        model = acceleration.prepare_adapters(model)
     return model
 
 

@@ -1,0 +1,114 @@
+"""A real 4-bit Llama with LoRA adapters, compiled or eager, for the compiled-layers tests.
+
+Shared by tests/unit/test_compiled_layers.py (CPU) and tests/gpu/test_compiled_layers_on_cuda.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+VOCAB = 256
+
+
+def save_random_llama(path: Path) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=256,
+        pad_token_id=2,
+    )
+    LlamaForCausalLM(config).save_pretrained(path)
+    return path
+
+
+def lora_model(path: Path, *, compiled: bool, dropout: float = 0.0, device: str = "cpu", dtype=torch.float32):
+    """4-bit NF4 base, LoRA on q and v, gradient checkpointing on, as the worker builds it."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from worker.training.compiled_layers import compile_decoder_layers
+    from worker.training.seeded_dropout import use_seeded_dropout
+
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        path,
+        quantization_config=quantization,
+        dtype=dtype,
+        attn_implementation="sdpa",
+        device_map={"": device},
+    )
+    model.config.use_cache = False
+    if compiled:
+        assert compile_decoder_layers(model, recompute=True) == 2
+    torch.manual_seed(1)  # the same adapter initialisation for every model
+    model = get_peft_model(
+        model, LoraConfig(r=8, lora_alpha=16, lora_dropout=dropout, target_modules=["q_proj", "v_proj"])
+    )
+    if compiled:
+        assert use_seeded_dropout(model) == (4 if dropout else 0)  # as Acceleration.prepare_adapters does
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:  # peft starts B at zero, which would hide errors in A's gradient
+            torch.nn.init.normal_(parameter, std=0.02)
+        if parameter.requires_grad:
+            parameter.data = parameter.data.to(dtype)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
+    return model.train()
+
+
+def batch(length: int, device: str = "cpu") -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(length)
+    input_ids = torch.randint(3, VOCAB, (2, length), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, length // 2 :] = 0  # one padded row: the masked attention path
+    return {
+        "input_ids": input_ids.to(device),
+        "attention_mask": attention_mask.to(device),
+        "labels": input_ids.to(device),
+    }
+
+
+def loss_and_gradients(model, length: int, device: str = "cpu") -> tuple[float, dict[str, torch.Tensor]]:
+    output = model(**batch(length, device))
+    output.loss.backward()
+    gradients = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    return output.loss.item(), gradients
+
+
+def directional_derivative_error(model, length: int, device: str = "cpu", seed: int = 3) -> float:
+    """|g.d - (L(w + e d) - L(w - e d)) / 2e| / |g.d| along d = g / |g|, with dropout's RNG replayed.
+
+    With dropout on, the backward must use the forward's masks (recomputed, not redrawn):
+    a gradient from other masks is not the derivative of the loss the forward computed.
+    """
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    torch.manual_seed(seed)
+    model(**batch(length, device)).loss.backward()
+    gradient = [p.grad.detach().clone() for p in parameters]
+    model.zero_grad()
+    norm = torch.sqrt(sum((g.double() ** 2).sum() for g in gradient))
+    epsilon = 1e-2
+    losses = []
+    with torch.no_grad():
+        for sign in (1.0, -1.0):
+            for p, g in zip(parameters, gradient, strict=True):
+                p.add_(sign * epsilon * g / norm)
+            torch.manual_seed(seed)  # the same dropout masks as the forward above
+            with torch.enable_grad():  # the training graph, as in the forward above
+                losses.append(model(**batch(length, device)).loss.item())
+            for p, g in zip(parameters, gradient, strict=True):
+                p.sub_(sign * epsilon * g / norm)
+    finite_difference = (losses[0] - losses[1]) / (2 * epsilon)
+    return abs(norm.item() - finite_difference) / norm.item()

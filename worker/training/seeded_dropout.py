@@ -1,0 +1,90 @@
+"""Dropout whose mask is a pure function of (seed, salt, position): recomputable exactly.
+
+The compiled decoder layers (compiled_layers.py) keep no activations: their backward
+recomputes the forward. An ordinary dropout there would draw a second, different
+mask in the recompute, and the gradient would no longer be the derivative of the
+loss the forward computed (measured on CPU: 23% off along the gradient's direction;
+tests/unit/test_compiled_layers.py). torch's philox functionalization fixes that on
+CUDA only. Here the mask is a hash of the element's position, a per-module salt and
+a per-forward seed held in a tensor, so any recompute, on any device, sees the same
+mask, and the compiled graph holds no random op at all.
+
+The seed is one int64 tensor shared by every SeededDropout of a model and redrawn
+from torch's generator (so set_seed makes runs repeatable) by a forward pre-hook on
+the top-level model: each forward pass gets new masks, its recompute the same ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+_MASK32 = 0xFFFFFFFF
+
+
+def keep_mask(shape: torch.Size, seed: torch.Tensor, salt: torch.Tensor, p: float) -> torch.Tensor:
+    """True where an element is kept: murmur3's finalizer over (position, seed, salt), >= p * 2**32.
+
+    int64 arithmetic masked to 32 bits: products wrap modulo 2**64, which keeps the low
+    32 bits exact, and every value is non-negative before a shift.
+    """
+    positions = torch.arange(shape.numel(), device=seed.device, dtype=torch.int64).reshape(shape)
+    h = (positions * 0x9E3779B1 + seed * 0x85EBCA77 + salt * 0xC2B2AE3D) & _MASK32
+    h = h ^ (h >> 16)
+    h = (h * 0x85EBCA6B) & _MASK32
+    h = h ^ (h >> 13)
+    h = (h * 0xC2B2AE35) & _MASK32
+    h = h ^ (h >> 16)
+    return h >= int(p * 2**32)
+
+
+class SeededDropout(torch.nn.Module):
+    """Inverted dropout (scale kept elements by 1 / (1 - p)) with a recomputable mask."""
+
+    seed: torch.Tensor
+    salt: torch.Tensor
+
+    def __init__(self, p: float, seed: torch.Tensor, salt: int) -> None:
+        super().__init__()
+        self.p = p
+        self.register_buffer("seed", seed, persistent=False)
+        # A tensor, not an int: torch.compile would specialise on an int and make one
+        # graph per module; as a tensor it is an input of the one graph all layers share.
+        salt_tensor = torch.tensor(salt, dtype=torch.int64, device=seed.device)
+        self.register_buffer("salt", salt_tensor, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = keep_mask(x.shape, self.seed, self.salt, self.p)
+        return x * keep.to(x.dtype) / (1 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, salt={int(self.salt)}"
+
+
+def use_seeded_dropout(model: Any) -> int:
+    """Replace the nn.Dropout of every peft LoRA module of `model`; returns how many.
+
+    Must run after peft made the adapters. The shared seed lives on the model's device.
+    """
+    device = next(model.parameters()).device
+    seed = torch.zeros((), dtype=torch.int64, device=device)
+    replaced = 0
+    for module in model.modules():
+        dropouts = getattr(module, "lora_dropout", None)
+        if not isinstance(dropouts, torch.nn.ModuleDict):
+            continue
+        for name, dropout in list(dropouts.items()):
+            if isinstance(dropout, torch.nn.Dropout) and dropout.p > 0:
+                dropouts[name] = SeededDropout(dropout.p, seed, salt=replaced + 1)
+                replaced += 1
+    if replaced:
+
+        def new_masks(_module: Any, _args: Any) -> None:
+            # Drawn from torch's generator: set_seed makes the masks repeatable.
+            seed.fill_(int(torch.randint(0, 2**31 - 1, ())))
+
+        model.register_forward_pre_hook(new_masks)
+    return replaced
