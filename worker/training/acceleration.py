@@ -27,9 +27,11 @@ Default features (each can be left off with disable={...}):
   "compile" applies: the compiled layers fuse the same operations themselves.
 - "compile": torch.compile of each decoder layer, with the activations recomputed
   inside the compiled backward instead of transformers' checkpoint
-  (worker/training/compiled_layers.py): 0.41 -> 0.25 s a step and 3.2x the
-  reference's tokens/s on the 7B workload, at 5.75 against 5.92 GiB peak. Only for
-  models with hidden size >= COMPILE_MIN_HIDDEN_SIZE: compiling takes about a minute.
+  (worker/training/compiled_layers.py) and LoRA's dropout made recomputable
+  (worker/training/seeded_dropout.py): 0.41 -> 0.25 s a step and 3.2x the
+  reference's tokens/s on the 7B workload, at 5.75 against 5.92 GiB peak (measured
+  before the seeded dropout, with torch's philox dropout). Only for models with
+  hidden size >= COMPILE_MIN_HIDDEN_SIZE: compiling takes about a minute.
 
 Opt-in features (enable={...}): faster or leaner, but each breaks one of the
 recipe's promises, so the worker turns them on only when asked.
