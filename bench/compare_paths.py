@@ -5,6 +5,7 @@ difference after step 10, and each adapter's exact answers on the held-out promp
 (greedy), so "faster" can be checked to still mean "the same training".
 
     python bench/compare_paths.py --out compare.json     # on a CUDA machine (or on CPU, slowly)
+    python bench/compare_paths.py --compile-any-size     # the compiled layers on the demo's small model too
 """
 
 from __future__ import annotations
@@ -51,7 +52,16 @@ def main() -> int:
     parser.add_argument("--max-steps", type=int, default=-1, help="shorten the demo (smoke runs)")
     parser.add_argument("--eval-limit", type=int, default=80)
     parser.add_argument("--out", default="")
+    parser.add_argument(
+        "--compile-any-size",
+        action="store_true",
+        help="compile the decoder layers whatever the model's size (the demo model is below the threshold)",
+    )
     args = parser.parse_args()
+    if args.compile_any_size:
+        from worker.training import acceleration
+
+        acceleration.COMPILE_MIN_HIDDEN_SIZE = 0
     import torch
 
     scratch = Path(tempfile.mkdtemp(prefix="loraboard-paths-"))
