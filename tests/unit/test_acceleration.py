@@ -130,3 +130,18 @@ def test_small_or_unknown_models_are_not_compiled(triton_installed) -> None:
 def test_compile_can_be_left_off(triton_installed) -> None:
     plan = plan_acceleration("cuda", (9, 0), True, False, hidden_size=4096, disable=frozenset({"compile"}))
     assert not plan.compile_layers
+
+
+def test_prepare_adapters_seeds_lora_dropout_only_for_the_in_graph_recompute() -> None:
+    from worker.training.seeded_dropout import SeededDropout
+
+    def lora_like() -> torch.nn.Module:
+        module = torch.nn.Module()
+        module.lora_dropout = torch.nn.ModuleDict({"default": torch.nn.Dropout(0.1)})
+        module.weight = torch.nn.Parameter(torch.zeros(2))
+        return module
+
+    plain = Acceleration().prepare_adapters(lora_like())
+    assert isinstance(plain.lora_dropout["default"], torch.nn.Dropout)
+    seeded = Acceleration(compile_layers=True, recompute_in_graph=True).prepare_adapters(lora_like())
+    assert isinstance(seeded.lora_dropout["default"], SeededDropout)
