@@ -24,17 +24,20 @@ _MASK32 = 0xFFFFFFFF
 
 
 def keep_mask(shape: torch.Size, seed: torch.Tensor, salt: torch.Tensor, p: float) -> torch.Tensor:
-    """True where an element is kept: murmur3's finalizer over (position, seed, salt), >= p * 2**32.
+    """True where an element is kept: a 32-bit xorshift-multiply hash of (position, seed,
+    salt), compared with p * 2**32.
 
-    int64 arithmetic masked to 32 bits: products wrap modulo 2**64, which keeps the low
-    32 bits exact, and every value is non-negative before a shift.
+    int64 arithmetic on values kept under 2**32, with multipliers under 2**31: no product
+    reaches 2**63, so nothing overflows on any backend (eager, Inductor's C++ or Triton),
+    and every value is non-negative before a shift. Positions stay under 2**31 (a 2 GB
+    bf16 activation), seeds under 2**31.
     """
     positions = torch.arange(shape.numel(), device=seed.device, dtype=torch.int64).reshape(shape)
-    h = (positions * 0x9E3779B1 + seed * 0x85EBCA77 + salt * 0xC2B2AE3D) & _MASK32
+    h = (positions * 0x61C88647 + seed * 0x2545F491 + salt * 0x27D4EB2F) & _MASK32
     h = h ^ (h >> 16)
-    h = (h * 0x85EBCA6B) & _MASK32
-    h = h ^ (h >> 13)
-    h = (h * 0xC2B2AE35) & _MASK32
+    h = (h * 0x7FEB352D) & _MASK32
+    h = h ^ (h >> 15)
+    h = (h * 0x5BD1E995) & _MASK32
     h = h ^ (h >> 16)
     return h >= int(p * 2**32)
 
