@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,11 @@ from transformers import TrainerCallback
 
 from worker.training.eta import StepTime, remaining_seconds
 from worker.training.reporting import MetricValues, Reporter
+
+# The ETA fits the latest steps only: the current pace, and a fit that costs the same at
+# step 20 and at step 20,000 (it runs at every log). 500 steps span ten of group_by_length's
+# megabatches of 50 batches, long to short.
+ETA_WINDOW_STEPS = 500
 
 
 class ReporterCallback(TrainerCallback):
@@ -34,7 +40,7 @@ class ReporterCallback(TrainerCallback):
         self._clock = time.perf_counter()
         self._tokens_at_clock = 0
         self._known_checkpoints: set[Path] = set()
-        self._step_times: list[StepTime] = []
+        self._step_times: deque[StepTime] = deque(maxlen=ETA_WINDOW_STEPS)
         self._step_clock = time.perf_counter()
         self._tokens_at_step = 0
         self._planned_tokens: int | None = None
@@ -44,7 +50,7 @@ class ReporterCallback(TrainerCallback):
         self._restart_clock(state)
         self._known_checkpoints = set(Path(args.output_dir).glob("checkpoint-*"))
         self._drop_rows_after(state.global_step)
-        self._step_times = []  # this attempt's pace only: a resumed run may run on another GPU
+        self._step_times.clear()  # this attempt's pace only: a resumed run may run on another GPU
         self._planned_tokens = _planned_tokens(train_dataloader, state.max_steps, args)
 
     # --- metrics ---------------------------------------------------------------
