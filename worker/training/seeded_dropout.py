@@ -33,7 +33,12 @@ def keep_mask(shape: torch.Size, seed: torch.Tensor, salt: torch.Tensor, p: floa
     bf16 activation), seeds under 2**31.
     """
     positions = torch.arange(shape.numel(), device=seed.device, dtype=torch.int64).reshape(shape)
-    h = (positions * 0x61C88647 + seed * 0x2545F491 + salt * 0x27D4EB2F) & _MASK32
+    offset = (seed * 0x2545F491 + salt * 0x27D4EB2F) & _MASK32
+    # The offset (a tensor value) goes in before any multiplication: Inductor folds
+    # "arange x constant" into its index arithmetic, which Triton may hold in int32
+    # ("Scalar 6719617134592 is out of range for type int32", torch 2.11 on an H200).
+    h = (positions + offset) & _MASK32
+    h = (h * 0x61C88647) & _MASK32
     h = h ^ (h >> 16)
     h = (h * 0x7FEB352D) & _MASK32
     h = h ^ (h >> 15)
