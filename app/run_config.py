@@ -107,9 +107,9 @@ class RunConfig(BaseModel):
         "loraboard: the accelerated trainer; reference: the classic recipe exactly as written.",
         "model",
         "Both train the same adapter on the same samples per step. On a GPU the loraboard trainer turns on "
-        "bf16, fast SDPA attention and fused kernels where the card supports them, and for models with a "
-        "hidden size of 2048 and up compiles the decoder layers (the first steps take about a minute "
-        "longer); on a CPU the two are the same.",
+        "bf16 (unless the run asks for float32 compute), fast SDPA attention and fused kernels where the "
+        "card supports them, and for bf16 models with a hidden size of 2048 and up compiles the decoder "
+        "layers (the first steps take up to a minute longer); on a CPU the two are the same.",
     )
 
     # --- LoRA -----------------------------------------------------------------

@@ -220,6 +220,7 @@ def variant_plan(variant: str, hidden_size: int):
             True,
             False,
             hidden_size=hidden_size,
+            compute_dtype="float16",  # the recipe's (reference_arguments)
             disable=disable,
             enable=enable,
         )

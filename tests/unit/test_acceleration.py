@@ -127,6 +127,18 @@ def test_small_or_unknown_models_are_not_compiled(triton_installed) -> None:
         assert any("torch.compile skipped" in note for note in plan.notes)
 
 
+def test_a_float32_run_keeps_its_precision_and_is_not_compiled(triton_installed) -> None:
+    plan = plan_acceleration("cuda", (9, 0), True, False, hidden_size=4096, compute_dtype="float32")
+    assert "dtype" not in plan.model_kwargs and plan.quantization_kwargs == {}
+    assert "bf16" not in plan.sft_kwargs
+    assert not plan.compile_layers
+    assert any("keeps it" in note for note in plan.notes)
+    assert any("for bfloat16 models" in note for note in plan.notes)
+    # a 16-bit run gets bfloat16 and the compiled layers
+    plan = plan_acceleration("cuda", (9, 0), True, False, hidden_size=4096, compute_dtype="float16")
+    assert plan.model_kwargs["dtype"] == torch.bfloat16 and plan.compile_layers
+
+
 def test_compile_can_be_left_off(triton_installed) -> None:
     plan = plan_acceleration("cuda", (9, 0), True, False, hidden_size=4096, disable=frozenset({"compile"}))
     assert not plan.compile_layers

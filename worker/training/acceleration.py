@@ -20,7 +20,9 @@ Default features (each can be left off with disable={...}):
   (measured with the "optimizer" feature on).
 - "bf16": bfloat16 model and 4-bit compute dtype (compute capability >= 8.0): one
   dtype end to end (trl keeps QLoRA adapters in bf16), no autocast. No fp16
-  overflow either.
+  overflow either. It replaces a 16-bit float only: a run that asks for float32
+  compute (the demo preset) keeps float32, so both trainers train at the precision
+  the run chose.
 - "liger": Liger's Triton kernels for RMSNorm, RoPE and SwiGLU: one kernel each
   instead of 5-10 eager ops, forward and backward, and less activation memory
   (-0.23 GiB at peak). trl already has its own chunked LM head. Left off where
@@ -30,8 +32,9 @@ Default features (each can be left off with disable={...}):
   (worker/training/compiled_layers.py) and LoRA's dropout made recomputable
   (worker/training/seeded_dropout.py): 0.41 -> 0.25 s a step and 3.2x the
   reference's tokens/s on the 7B workload, at 5.75 against 5.92 GiB peak (measured
-  before the seeded dropout, with torch's philox dropout). Only for models with
-  hidden size >= COMPILE_MIN_HIDDEN_SIZE: compiling takes about a minute.
+  before the seeded dropout, with torch's philox dropout; with it, 2.8x-4.2x on
+  H200s). Only for bfloat16 models with hidden size >= COMPILE_MIN_HIDDEN_SIZE:
+  compiling takes up to a minute.
 
 Opt-in features (enable={...}): faster or leaner, but each breaks one of the
 recipe's promises, so the worker turns them on only when asked.
@@ -159,6 +162,7 @@ def plan_acceleration(
     packing: bool,
     *,
     hidden_size: int | None = None,
+    compute_dtype: str | None = None,
     disable: frozenset[str] = frozenset(),
     enable: frozenset[str] = frozenset(),
 ) -> Acceleration:
@@ -168,6 +172,8 @@ def plan_acceleration(
     compute_capability: torch.cuda.get_device_capability() on CUDA, else None.
     gradient_checkpointing, packing: the run's own settings (kept as they are).
     hidden_size: the model's (config.hidden_size); torch.compile only pays off on large models.
+    compute_dtype: the run's own ("float16", "bfloat16", "float32"); bfloat16 replaces a
+        16-bit float only: a run that asks for float32 compute keeps its precision.
     disable: default features to leave off (DEFAULT_FEATURES), for ablations and as an escape hatch.
     enable: opt-in features to turn on (OPTIONAL_FEATURES).
     """
@@ -192,7 +198,9 @@ def plan_acceleration(
             "(it rebuilds a cuDNN graph for every new sequence length)"
         )
 
-    if "bf16" in features and compute_capability >= (8, 0):
+    if "bf16" in features and compute_dtype == "float32":
+        plan.notes.append("bfloat16 off: the run asks for float32 compute, and keeps it")
+    elif "bf16" in features and compute_capability >= (8, 0):
         # Weights left in 16 bit (embeddings, norms, LM head), the matmul after
         # dequantizing, and trl's adapters all in bfloat16: mixed precision off.
         plan.model_kwargs["dtype"] = torch.bfloat16
@@ -203,7 +211,11 @@ def plan_acceleration(
         plan.notes.append(f"bfloat16 off: compute capability {cc} < 8.0 has no bfloat16 matmul")
 
     if "compile" in features:
-        if not _has_package("triton"):
+        if plan.model_kwargs.get("dtype") != torch.bfloat16:
+            # Measured only on bfloat16 models; a float32 model with LoRA dropout failed
+            # in Triton's compiler on an H200 ("PassManager::run failed", torch 2.11).
+            plan.notes.append("torch.compile skipped: the compiled layers are for bfloat16 models")
+        elif not _has_package("triton"):
             plan.notes.append("torch.compile skipped: triton is not installed")
         elif hidden_size is None or hidden_size < COMPILE_MIN_HIDDEN_SIZE:
             plan.notes.append(

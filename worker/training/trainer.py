@@ -149,6 +149,7 @@ def _plan_acceleration(config: RunConfig, device: DeviceInfo, reporter: Reporter
         config.gradient_checkpointing,
         config.packing,
         hidden_size=_hidden_size(model_path),
+        compute_dtype=config.bnb_4bit_compute_dtype,
     )
 
 
