@@ -5,7 +5,6 @@ difference after step 10, and each adapter's exact answers on the held-out promp
 (greedy), so "faster" can be checked to still mean "the same training".
 
     python bench/compare_paths.py --out compare.json     # on a CUDA machine (or on CPU, slowly)
-    python bench/compare_paths.py --compile-any-size     # the compiled layers on the demo's small model too
 """
 
 from __future__ import annotations
@@ -52,47 +51,35 @@ def main() -> int:
     parser.add_argument("--max-steps", type=int, default=-1, help="shorten the demo (smoke runs)")
     parser.add_argument("--eval-limit", type=int, default=80)
     parser.add_argument("--out", default="")
-    parser.add_argument(
-        "--compile-any-size",
-        action="store_true",
-        help="compile the decoder layers whatever the model's size (the demo model is below the threshold)",
-    )
     args = parser.parse_args()
-    if args.compile_any_size:
-        from worker.training import acceleration
-
-        acceleration.COMPILE_MIN_HIDDEN_SIZE = 0
     import torch
 
     scratch = Path(tempfile.mkdtemp(prefix="loraboard-paths-"))
     models_dir = scratch / "models"
     result: dict = {"card": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
-    for trainer in ("reference", "loraboard"):
-        config = preset_config("demo", trainer=trainer, max_steps=args.max_steps, logging_steps=1)
+    paths = ["reference", "loraboard"]
+    for path in paths:
+        config = preset_config("demo", trainer=path, max_steps=args.max_steps, logging_steps=1)
         reporter = MemoryReporter()
-        run_training(config, scratch / trainer, reporter, DataSources(train=DEMO_DATASET_ID), models_dir)
+        run_training(config, scratch / path, reporter, DataSources(train=DEMO_DATASET_ID), models_dir)
         clear_cache()
-        result[trainer] = {
+        result[path] = {
             "losses": {row.step: row.loss for row in reporter.metric_rows if row.loss is not None},
             "held_out_exact": held_out_accuracy(
-                scratch / trainer / "adapter", config, models_dir, args.eval_limit
+                scratch / path / "adapter", config, models_dir, args.eval_limit
             ),
             "acceleration": reporter.runtime_values.get("acceleration"),
         }
-    reference, loraboard = result["reference"]["losses"], result["loraboard"]["losses"]
-    after_10 = [step for step in reference if step > 10 and step in loraboard]
-    result["max_relative_loss_difference_after_step_10"] = max(
-        abs(loraboard[step] - reference[step]) / abs(reference[step]) for step in after_10
-    )
-    print(json.dumps({key: value for key, value in result.items() if key not in ("reference", "loraboard")}))
-    print(
-        json.dumps(
-            {
-                trainer: {k: v for k, v in result[trainer].items() if k != "losses"}
-                for trainer in ("reference", "loraboard")
-            }
+    reference = result["reference"]["losses"]
+    for path in paths[1:]:
+        losses = result[path]["losses"]
+        after_10 = [step for step in reference if step > 10 and step in losses]
+        result[f"{path}_max_relative_loss_difference_after_step_10"] = max(
+            (abs(losses[step] - reference[step]) / abs(reference[step]) for step in after_10),
+            default=None,  # a smoke run of 10 steps or fewer
         )
-    )
+    print(json.dumps({key: value for key, value in result.items() if key not in paths}))
+    print(json.dumps({path: {k: v for k, v in result[path].items() if k != "losses"} for path in paths}))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
     return 0
