@@ -174,3 +174,66 @@ def test_a_bad_dataset_fails_with_line_numbers(models_dir, tmp_path):  # noqa: F
     )
     with pytest.raises(DatasetError, match="line 2: field 'completion' is empty"):
         run_training(small(), tmp_path / "run", MemoryReporter(), DataSources(train=str(path)), models_dir)
+
+
+def test_a_failed_compilation_trains_again_without_it(models_dir, tmp_path, monkeypatch):  # noqa: F811
+    """torch.compile fails in the first step (as Triton's compiler did on an H200): the run
+    starts again on the eager path, says why, and logs every step once."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    from worker.training import acceleration, compiled_layers
+    from worker.training.trainer import run_training
+
+    planned_without: list[frozenset[str]] = []
+
+    def plan_with_compiled_layers(*args, disable=frozenset(), **kwargs):
+        planned_without.append(disable)
+        return acceleration.Acceleration(compile_layers="compile" not in disable)
+
+    def failing_backend(graph, example_inputs):
+        raise RuntimeError("PassManager::run failed (simulated)")
+
+    def compile_with_a_failing_backend(model, *, recompute):
+        layers = [module for module in model.modules() if isinstance(module, GradientCheckpointingLayer)]
+        for layer in layers:
+            layer.compile(backend=failing_backend)
+        return len(layers)
+
+    monkeypatch.setattr(acceleration, "plan_acceleration", plan_with_compiled_layers)
+    monkeypatch.setattr(compiled_layers, "compile_decoder_layers", compile_with_a_failing_backend)
+    reporter = MemoryReporter()
+    result = run_training(small(), tmp_path, reporter, DataSources(train=DEMO_DATASET_ID), models_dir)
+
+    assert (result.global_step, result.stopped_early) == (6, False)
+    assert planned_without == [frozenset(), frozenset({"compile"})]
+    retries = [message for level, message, _ in reporter.events if "without torch.compile" in message]
+    assert len(retries) == 1 and "PassManager::run failed (simulated)" in retries[0]
+    assert [row.step for row in train_rows(reporter)] == [2, 4, 6]
+    assert {path.name for path in (tmp_path / "adapter").iterdir()} >= ADAPTER_FILES
+
+
+def test_a_compilation_failure_after_a_log_is_not_hidden(models_dir, tmp_path, monkeypatch):  # noqa: F811
+    """Once a step is logged, a retry would log it twice: the run fails with the error."""
+    import torch
+    from trl import SFTTrainer
+
+    from worker.training import acceleration
+    from worker.training.callbacks import ReporterCallback
+    from worker.training.trainer import run_training
+
+    monkeypatch.setattr(
+        acceleration, "plan_acceleration", lambda *a, **k: acceleration.Acceleration(compile_layers=True)
+    )
+    monkeypatch.setattr(acceleration.Acceleration, "prepare_model", lambda self, model: model)
+
+    def log_then_fail(self, *args, **kwargs):
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, ReporterCallback):
+                callback.latest["loss"] = 1.0  # as if a step had been logged
+        raise torch._dynamo.exc.TorchRuntimeError("a recompile failed")
+
+    monkeypatch.setattr(SFTTrainer, "train", log_then_fail)
+    reporter = MemoryReporter()
+    with pytest.raises(torch._dynamo.exc.TorchRuntimeError, match="a recompile failed"):
+        run_training(small(), tmp_path, reporter, DataSources(train=DEMO_DATASET_ID), models_dir)
+    assert not any("without torch.compile" in message for _, message, _ in reporter.events)

@@ -44,7 +44,11 @@ def run_training(
     data: DataSources,
     models_dir: Path,
     resume_from_checkpoint: str | bool | None = None,
+    *,
+    disable_acceleration: frozenset[str] = frozenset(),
 ) -> TrainingResult:
+    """Train one run. disable_acceleration: features of acceleration.py left off (the
+    retry after torch.compile failed leaves "compile" off)."""
     import torch
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
@@ -59,7 +63,7 @@ def run_training(
     # 2. Device, acceleration plan, and the run config mapped onto the installed libraries.
     device = detect_device()
     model_path = resolve_model(config.model_name, models_dir)
-    acceleration = _plan_acceleration(config, device, reporter, model_path)
+    acceleration = _plan_acceleration(config, device, reporter, model_path, disable_acceleration)
     has_eval = bool(data.validation) or config.eval_fraction > 0
     arguments = map_arguments(config, device, checkpoints_dir, has_eval=has_eval, acceleration=acceleration)
     for level, message, details in arguments.events:
@@ -106,10 +110,35 @@ def run_training(
     resume = _resume_path(resume_from_checkpoint, checkpoints_dir)
     if resume:
         reporter.event(f"resuming from {resume}")
+    compile_failure = None
     try:
         trainer.train(resume_from_checkpoint=resume)
     except torch.OutOfMemoryError as error:
         raise MemoryError(f"{OOM_HINT} ({error})") from error
+    except torch._dynamo.exc.TorchDynamoException as error:
+        # Compilation is lazy: it fails in the first steps, on a model or a kernel the
+        # compiled layers were not measured on (Triton's compiler failed on a float32
+        # layer with dropout, bench/RESULTS.md). Nothing is logged yet, so the run starts
+        # again on the eager path instead of failing; after a log it fails as it is.
+        if acceleration is None or not acceleration.compile_layers or callback.latest:
+            raise
+        compile_failure = _compile_failure_reason(error)
+    if compile_failure is not None:
+        reporter.event(
+            f"compiling the decoder layers failed ({compile_failure}); training again without torch.compile",
+            "warning",
+        )
+        del trainer, model
+        _forget_compiled_layers()
+        return run_training(
+            config,
+            output_dir,
+            reporter,
+            data,
+            models_dir,
+            resume_from_checkpoint,
+            disable_acceleration=disable_acceleration | {"compile"},
+        )
 
     result = TrainingResult(
         adapter_dir=adapter_dir,
@@ -134,7 +163,28 @@ def run_training(
     return result
 
 
-def _plan_acceleration(config: RunConfig, device: DeviceInfo, reporter: Reporter, model_path: str) -> Any:
+def _compile_failure_reason(error: Exception) -> str:
+    """One line for the run's events: the backend's own error, not Dynamo's wrapper."""
+    inner = getattr(error, "inner_exception", None) or error.__cause__ or error
+    lines = [line.strip() for line in str(inner).splitlines() if line.strip()]
+    return f"{type(inner).__name__}: {lines[-1] if lines else ''}"[:300]
+
+
+def _forget_compiled_layers() -> None:
+    """Drop the failed attempt's compiled graphs and free its GPU memory before the retry."""
+    import gc
+
+    import torch
+
+    torch._dynamo.reset()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _plan_acceleration(
+    config: RunConfig, device: DeviceInfo, reporter: Reporter, model_path: str, disable: frozenset[str]
+) -> Any:
     """The GPU fast path (worker/training/acceleration.py) for trainer="loraboard"; None for "reference"."""
     if config.trainer != "loraboard":
         return None
@@ -150,6 +200,7 @@ def _plan_acceleration(config: RunConfig, device: DeviceInfo, reporter: Reporter
         config.packing,
         hidden_size=_hidden_size(model_path),
         compute_dtype=config.bnb_4bit_compute_dtype,
+        disable=disable,
     )
 
 
