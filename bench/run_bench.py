@@ -204,17 +204,20 @@ def variant_plan(variant: str, hidden_size: int):
         return None
     disable: frozenset[str] = frozenset()
     enable: frozenset[str] = frozenset()
+    experiments: frozenset[str] = frozenset()
     if variant.startswith("lb-no-"):
         disable = frozenset(variant.removeprefix("lb-no-").split("+"))
     elif variant.startswith("lb+"):
-        # lb+optimizer+no-compile: opt-in features, and "no-" for default features left off
+        # lb+optimizer+no-compile: opt-in features, "no-" for default features left off,
+        # "x-" for the bench's own experiments (bench/experiments.py)
         words = variant.removeprefix("lb+").split("+")
-        enable = frozenset(w for w in words if not w.startswith("no-"))
+        experiments = frozenset(w for w in words if w.startswith("x-"))
+        enable = frozenset(w for w in words if not w.startswith(("no-", "x-")))
         disable = frozenset(w.removeprefix("no-") for w in words if w.startswith("no-"))
     elif variant != "loraboard":
         raise SystemExit(f"unknown variant {variant!r}")
     if torch.cuda.is_available():
-        return plan_acceleration(
+        plan = plan_acceleration(
             "cuda",
             torch.cuda.get_device_capability(),
             True,
@@ -224,7 +227,13 @@ def variant_plan(variant: str, hidden_size: int):
             disable=disable,
             enable=enable,
         )
-    return plan_acceleration("cpu", None, True, False, disable=disable, enable=enable)
+    else:
+        plan = plan_acceleration("cpu", None, True, False, disable=disable, enable=enable)
+    if experiments:
+        from bench import experiments as bench_experiments
+
+        bench_experiments.apply(plan, experiments)
+    return plan
 
 
 class StepClock:
@@ -400,6 +409,13 @@ def _version(name: str):
         return None
 
 
+def _text(output) -> str:
+    """A timed-out child's captured output (bytes, str or None) as text."""
+    if isinstance(output, bytes):
+        return output.decode(errors="replace")
+    return output or ""
+
+
 def _profiled_train(trainer, clock, args) -> dict:
     """Train, profiling --profile-steps steps after the warm-up: device busy time vs wall time,
     the top kernels and the top CPU ops. Tells launch-bound from compute-bound."""
@@ -500,6 +516,8 @@ def main(argv=None) -> int:
     for variant in filter(None, args.variants.split(",")):
         cmd = [
             sys.executable,
+            "-X",
+            "faulthandler",  # a crash in native code (exit -11) still prints where Python was
             str(Path(__file__).resolve()),
             "--child",
             variant,
@@ -518,15 +536,18 @@ def main(argv=None) -> int:
             cmd += ["--profile-steps", "3"]
         t0 = time.perf_counter()
         try:
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=args.variant_timeout)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.variant_timeout)
         except subprocess.TimeoutExpired as exc:
-            proc = subprocess.CompletedProcess(cmd, -9, stdout=exc.stdout or "")
+            proc = subprocess.CompletedProcess(cmd, -9, stdout=_text(exc.stdout), stderr=_text(exc.stderr))
+        sys.stderr.write(proc.stderr)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH_RESULT ")]
         if proc.returncode != 0 or not lines:
             result = {
                 "variant": variant,
                 "error": f"exit code {proc.returncode}",
                 "stdout_tail": proc.stdout[-2000:],
+                # the JSON keeps why: the call's log may be cut to its last lines
+                "stderr_tail": proc.stderr[-4000:],
             }
         else:
             result = json.loads(lines[-1].removeprefix("BENCH_RESULT "))

@@ -1,0 +1,63 @@
+"""Bench-only experiments on top of Loraboard's plan: ideas measured here before any of
+them reaches the worker (worker/training/acceleration.py). Named in a variant with an
+"x-" word, e.g. `lb+x-cudagraphs`.
+
+x-cudagraphs  The compiled decoder layers replayed as CUDA graphs (torch.compile's
+              "reduce-overhead" mode), recorded once per padded length: trl pads
+              lengths to a multiple of 64, so a 1024-token run records at most 16;
+              a forward pre-hook on the module holding the layers tells CUDA graph
+              trees where each pass begins. Aimed at the ~100 ms a step the CPU spends
+              launching the layers' kernels (bench/RESULTS.md, round 3). Its one run,
+              H200 2026-11-30, died with a segmentation fault (exit -11) and left no
+              traceback; the bench's child processes now run with faulthandler on and
+              keep their stderr's tail in the result.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+CUDA_GRAPH_LENGTH_MULTIPLE = 64
+
+
+def apply(plan: Any, names: frozenset[str]) -> None:
+    """Turn the experiments `names` on in `plan` (an Acceleration), in place."""
+    unknown = names - set(EXPERIMENTS)
+    if unknown:
+        raise SystemExit(f"unknown experiments {sorted(unknown)}; known: {sorted(EXPERIMENTS)}")
+    for name in sorted(names):
+        EXPERIMENTS[name](plan)
+
+
+def cuda_graphs(plan: Any) -> None:
+    import torch
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    if not plan.compile_layers:
+        raise SystemExit("x-cudagraphs replays the compiled layers, which this plan does not compile")
+    plan.sft_kwargs["pad_to_multiple_of"] = CUDA_GRAPH_LENGTH_MULTIPLE
+    plan.notes.append(
+        f"experiment: compiled layers as CUDA graphs, lengths padded to {CUDA_GRAPH_LENGTH_MULTIPLE}"
+    )
+    prepare_model = plan.prepare_model
+
+    def prepare_model_with_cuda_graphs(model: Any) -> Any:
+        model = prepare_model(model)
+        layers = [module for module in model.modules() if isinstance(module, GradientCheckpointingLayer)]
+        for layer in layers:
+            layer.compile(dynamic=True, mode="reduce-overhead")  # replaces the plan's compile
+        # On the (uncompiled) module holding the layers: peft calls the top model's forward
+        # directly, bypassing its hooks, and a hook on a compiled layer would be traced.
+        holder = next(
+            module
+            for module in model.modules()
+            for child in module.children()
+            if isinstance(child, torch.nn.ModuleList) and layers[0] in child
+        )
+        holder.register_forward_pre_hook(lambda _module, _args: torch.compiler.cudagraph_mark_step_begin())
+        return model
+
+    plan.prepare_model = prepare_model_with_cuda_graphs
+
+
+EXPERIMENTS = {"x-cudagraphs": cuda_graphs}
