@@ -24,6 +24,8 @@ Variants:
   lb+<f>        loraboard with opt-in feature <f> (optimizer, offload; e.g.
                 lb+optimizer+offload, or lb+optimizer+no-compile to leave a default
                 feature off too); see worker/training/acceleration.py
+  lb+x-<e>      loraboard with the bench-only experiment <e> (bench/experiments.py;
+                e.g. lb+x-cudagraphs)
 
 Usage (on the GPU machine, after bench/build_gpu_deps.sh here):
   PYTHONPATH=$PWD/.gpu-deps:$PWD python3 bench/run_bench.py --variants reference,loraboard \
