@@ -13,8 +13,9 @@ from worker.training.acceleration import Acceleration
 def test_unknown_experiments_and_plans_without_compiled_layers_are_refused() -> None:
     with pytest.raises(SystemExit, match="unknown experiments"):
         experiments.apply(Acceleration(compile_layers=True), frozenset({"x-nothing"}))
-    with pytest.raises(SystemExit, match="does not compile"):
-        experiments.apply(Acceleration(), frozenset({"x-cudagraphs"}))
+    for name in experiments.EXPERIMENTS:
+        with pytest.raises(SystemExit, match="does not compile"):
+            experiments.apply(Acceleration(), frozenset({name}))
 
 
 def test_cuda_graphs_pad_lengths_and_mark_each_pass(tmp_path) -> None:
@@ -31,3 +32,29 @@ def test_cuda_graphs_pad_lengths_and_mark_each_pass(tmp_path) -> None:
     output = model(input_ids=input_ids, labels=input_ids)
     output.loss.backward()
     assert torch.isfinite(output.loss)
+
+
+def test_the_cpp_wrapper_trains_what_the_eager_layers_train(tmp_path, monkeypatch) -> None:
+    """Inductor's C++ wrapper around a real 4-bit Llama layer with LoRA (bitsandbytes'
+    custom ops called from C++), recompute in the graph: the eager layers' loss and gradients."""
+    import torch._inductor.config
+
+    from tests.compiled_layers_support import lora_model, loss_and_gradients, save_random_llama
+
+    monkeypatch.setattr(torch._inductor.config, "cpp_wrapper", False)  # restored after the test
+    path = save_random_llama(tmp_path)
+    eager = lora_model(path, compiled=False)
+    plan = Acceleration(compile_layers=True, recompute_in_graph=True)
+    experiments.apply(plan, frozenset({"x-cppwrapper"}))
+    plan.prepare_model(torch.nn.Module())  # sets the configuration; the helper below compiles
+    assert torch._inductor.config.cpp_wrapper
+    compiled = lora_model(path, compiled=True)
+    try:
+        for length in (37, 23):
+            eager_loss, eager_gradients = loss_and_gradients(eager, length)
+            compiled_loss, compiled_gradients = loss_and_gradients(compiled, length)
+            assert compiled_loss == pytest.approx(eager_loss, rel=1e-5)
+            for name, gradient in eager_gradients.items():
+                assert (compiled_gradients[name] - gradient).norm() / gradient.norm() < 1e-4, name
+    finally:
+        torch._dynamo.reset()  # no C++-wrapped graph left for later tests
