@@ -35,12 +35,16 @@ def apply(plan: Any, names: frozenset[str]) -> None:
         EXPERIMENTS[name](plan)
 
 
+def _require_compiled_layers(plan: Any, name: str) -> None:
+    if not plan.compile_layers:
+        raise SystemExit(f"{name} changes how the compiled layers run, which this plan does not compile")
+
+
 def cuda_graphs(plan: Any) -> None:
     import torch
     from transformers.modeling_layers import GradientCheckpointingLayer
 
-    if not plan.compile_layers:
-        raise SystemExit("x-cudagraphs replays the compiled layers, which this plan does not compile")
+    _require_compiled_layers(plan, "x-cudagraphs")
     plan.sft_kwargs["pad_to_multiple_of"] = CUDA_GRAPH_LENGTH_MULTIPLE
     plan.notes.append(
         f"experiment: compiled layers as CUDA graphs, lengths padded to {CUDA_GRAPH_LENGTH_MULTIPLE}"
@@ -67,20 +71,13 @@ def cuda_graphs(plan: Any) -> None:
 
 
 def cpp_wrapper(plan: Any) -> None:
-    if not plan.compile_layers:
-        raise SystemExit("x-cppwrapper changes how the compiled layers run, which this plan does not compile")
+    import torch._inductor.config
+
+    _require_compiled_layers(plan, "x-cppwrapper")
+    # Read when a graph is compiled (the first step); process-wide, and the bench runs
+    # one variant per process.
+    torch._inductor.config.cpp_wrapper = True
     plan.notes.append("experiment: Inductor's C++ wrapper for the compiled layers")
-    prepare_model = plan.prepare_model
-
-    def prepare_model_with_cpp_wrapper(model: Any) -> Any:
-        import torch._inductor.config
-
-        # Read when a graph is compiled, which is at the first step: process-wide, as the
-        # bench runs one variant per process.
-        torch._inductor.config.cpp_wrapper = True
-        return prepare_model(model)
-
-    plan.prepare_model = prepare_model_with_cpp_wrapper
 
 
 EXPERIMENTS = {"x-cudagraphs": cuda_graphs, "x-cppwrapper": cpp_wrapper}

@@ -42,11 +42,11 @@ def test_the_cpp_wrapper_trains_what_the_eager_layers_train(tmp_path, monkeypatc
     from tests.compiled_layers_support import lora_model, loss_and_gradients, save_random_llama
 
     monkeypatch.setattr(torch._inductor.config, "cpp_wrapper", False)  # restored after the test
+    torch._dynamo.reset()  # Dynamo's cache ignores Inductor's settings: no graph of an earlier test
     path = save_random_llama(tmp_path)
     eager = lora_model(path, compiled=False)
     plan = Acceleration(compile_layers=True, recompute_in_graph=True)
-    experiments.apply(plan, frozenset({"x-cppwrapper"}))
-    plan.prepare_model(torch.nn.Module())  # sets the configuration; the helper below compiles
+    experiments.apply(plan, frozenset({"x-cppwrapper"}))  # the helper below compiles as the plan would
     assert torch._inductor.config.cpp_wrapper
     compiled = lora_model(path, compiled=True)
     try:
