@@ -34,27 +34,30 @@ def test_cuda_graphs_pad_lengths_and_mark_each_pass(tmp_path) -> None:
     assert torch.isfinite(output.loss)
 
 
-def test_the_cpp_wrapper_trains_what_the_eager_layers_train(tmp_path, monkeypatch) -> None:
+def test_the_cpp_wrapper_trains_what_the_eager_layers_train(tmp_path) -> None:
     """Inductor's C++ wrapper around a real 4-bit Llama layer with LoRA (bitsandbytes'
     custom ops called from C++), recompute in the graph: the eager layers' loss and gradients."""
     import torch._inductor.config
 
     from tests.compiled_layers_support import lora_model, loss_and_gradients, save_random_llama
 
-    monkeypatch.setattr(torch._inductor.config, "cpp_wrapper", False)  # restored after the test
-    torch._dynamo.reset()  # Dynamo's cache ignores Inductor's settings: no graph of an earlier test
     path = save_random_llama(tmp_path)
     eager = lora_model(path, compiled=False)
-    plan = Acceleration(compile_layers=True, recompute_in_graph=True)
-    experiments.apply(plan, frozenset({"x-cppwrapper"}))  # the helper below compiles as the plan would
-    assert torch._inductor.config.cpp_wrapper
-    compiled = lora_model(path, compiled=True)
-    try:
-        for length in (37, 23):
-            eager_loss, eager_gradients = loss_and_gradients(eager, length)
-            compiled_loss, compiled_gradients = loss_and_gradients(compiled, length)
-            assert compiled_loss == pytest.approx(eager_loss, rel=1e-5)
-            for name, gradient in eager_gradients.items():
-                assert (compiled_gradients[name] - gradient).norm() / gradient.norm() < 1e-4, name
-    finally:
-        torch._dynamo.reset()  # no C++-wrapped graph left for later tests
+    # torch's own patch restores the setting afterwards (pytest's monkeypatch would delete
+    # it: Inductor's settings are not in the module's __dict__).
+    with torch._inductor.config.patch(cpp_wrapper=False):
+        torch._dynamo.reset()  # Dynamo's cache ignores Inductor's settings: no graph of an earlier test
+        plan = Acceleration(compile_layers=True, recompute_in_graph=True)
+        experiments.apply(plan, frozenset({"x-cppwrapper"}))  # the helper below compiles as the plan would
+        assert torch._inductor.config.cpp_wrapper
+        compiled = lora_model(path, compiled=True)
+        try:
+            for length in (37, 23):
+                eager_loss, eager_gradients = loss_and_gradients(eager, length)
+                compiled_loss, compiled_gradients = loss_and_gradients(compiled, length)
+                assert compiled_loss == pytest.approx(eager_loss, rel=1e-5)
+                for name, gradient in eager_gradients.items():
+                    assert (compiled_gradients[name] - gradient).norm() / gradient.norm() < 1e-4, name
+        finally:
+            torch._dynamo.reset()  # no C++-wrapped graph left for later tests
+    assert not torch._inductor.config.cpp_wrapper
