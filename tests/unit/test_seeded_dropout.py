@@ -53,3 +53,20 @@ def test_every_lora_dropout_is_replaced_and_each_forward_draws_a_new_seed() -> N
     torch.manual_seed(0)
     model(torch.ones(4, 8))
     assert int(first.seed) == seed_then  # repeatable under a fixed seed
+
+
+def test_the_hash_stays_out_of_inductors_index_arithmetic() -> None:
+    """The position is mixed with the seed before it is multiplied. Multiplied first,
+    Inductor folds "arange x 0x61C88647" into its index arithmetic (here C++:
+    `1640531527L*x0`, a strided arange); on CUDA, Triton held that in int32 and refused
+    to compile the default path ("Scalar 6719617134592 is out of range for type int32")."""
+    from torch._inductor.utils import run_and_get_code
+
+    shape = torch.Size((3, 7, 4096))
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda seed, salt: keep_mask(shape, seed, salt, 0.1), dynamic=True)
+    keep, code = run_and_get_code(compiled, torch.tensor(5), torch.tensor(3))
+    assert torch.equal(keep, keep_mask(shape, torch.tensor(5), torch.tensor(3), 0.1))
+    uses = [line for line in "\n".join(code).splitlines() if str(0x61C88647) in line]
+    assert uses, "the multiplier is in the kernel"
+    assert not [line for line in uses if f"{0x61C88647}L*" in line or "arange(" in line], uses
