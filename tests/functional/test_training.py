@@ -185,9 +185,11 @@ def test_a_failed_compilation_trains_again_without_it(models_dir, tmp_path, monk
     from worker.training.trainer import run_training
 
     planned_without: list[frozenset[str]] = []
+    compute_dtypes: list[str] = []
 
-    def plan_with_compiled_layers(*args, disable=frozenset(), **kwargs):
+    def plan_with_compiled_layers(*args, disable=frozenset(), compute_dtype=None, **kwargs):
         planned_without.append(disable)
+        compute_dtypes.append(compute_dtype)
         return acceleration.Acceleration(compile_layers="compile" not in disable)
 
     def failing_backend(graph, example_inputs):
@@ -206,6 +208,7 @@ def test_a_failed_compilation_trains_again_without_it(models_dir, tmp_path, monk
 
     assert (result.global_step, result.stopped_early) == (6, False)
     assert planned_without == [frozenset(), frozenset({"compile"})]
+    assert compute_dtypes == ["float32", "float32"]  # the run's own: the planner keeps float32
     retries = [message for level, message, _ in reporter.events if "without torch.compile" in message]
     assert len(retries) == 1 and "PassManager::run failed (simulated)" in retries[0]
     assert [row.step for row in train_rows(reporter)] == [2, 4, 6]
