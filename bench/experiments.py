@@ -16,7 +16,13 @@ x-cppwrapper  Inductor's C++ wrapper (torch._inductor.config.cpp_wrapper) instea
               extern ops (mm, bitsandbytes' custom ops) from C++. Aimed at the 55 ms a
               step spent in the 64 graph calls' Python wrappers (round 3's profile).
               Checked on CPU (same loss and gradients as the eager layers, bitsandbytes'
-              ops inside the graph); not yet run on a GPU.
+              ops inside the graph). H200 2026-11-30: not done compiling after 150 s.
+x-graphdequant  The layers' 4-bit weights dequantized by torch ops inside the compiled
+              graph (worker/training/graph_dequantization.py) instead of bitsandbytes'
+              custom ops: ~27 ms a step of their Python dispatch gone (round 3's
+              profile). Bit-identical weights on CPU.
+x-combokernels  Inductor's combo kernels: independent kernels of a graph (e.g. the q, k
+              and v weights' dequantization) launched as one. Fewer launches.
 """
 
 from __future__ import annotations
@@ -80,4 +86,23 @@ def cpp_wrapper(plan: Any) -> None:
     plan.notes.append("experiment: Inductor's C++ wrapper for the compiled layers")
 
 
-EXPERIMENTS = {"x-cudagraphs": cuda_graphs, "x-cppwrapper": cpp_wrapper}
+def graph_dequantization(plan: Any) -> None:
+    _require_compiled_layers(plan, "x-graphdequant")
+    plan.dequantize_in_graph = True
+    plan.notes.append("experiment: 4-bit weights dequantized by torch ops inside the compiled layers")
+
+
+def combo_kernels(plan: Any) -> None:
+    import torch._inductor.config
+
+    _require_compiled_layers(plan, "x-combokernels")
+    torch._inductor.config.combo_kernels = True  # read at compile time; one variant per process
+    plan.notes.append("experiment: Inductor's combo kernels in the compiled layers")
+
+
+EXPERIMENTS = {
+    "x-cudagraphs": cuda_graphs,
+    "x-cppwrapper": cpp_wrapper,
+    "x-graphdequant": graph_dequantization,
+    "x-combokernels": combo_kernels,
+}

@@ -411,6 +411,16 @@ def _version(name: str):
         return None
 
 
+def _fault_report(stderr: str) -> str | None:
+    """faulthandler's report of a crash in native code: the crashing thread's stack first
+    (the stderr tail is mostly its list of extension modules)."""
+    start = stderr.find("Fatal Python error")
+    if start < 0:
+        return None
+    end = stderr.find("Extension modules:", start)
+    return stderr[start : end if end > 0 else start + 6000][:6000]
+
+
 def _text(output) -> str:
     """A timed-out child's captured output (bytes, str or None) as text."""
     if isinstance(output, bytes):
@@ -550,6 +560,7 @@ def main(argv=None) -> int:
                 "stdout_tail": proc.stdout[-2000:],
                 # the JSON keeps why: the call's log may be cut to its last lines
                 "stderr_tail": proc.stderr[-4000:],
+                "fault": _fault_report(proc.stderr),
             }
         else:
             result = json.loads(lines[-1].removeprefix("BENCH_RESULT "))

@@ -30,7 +30,15 @@ def save_random_llama(path: Path) -> Path:
     return path
 
 
-def lora_model(path: Path, *, compiled: bool, dropout: float = 0.0, device: str = "cpu", dtype=torch.float32):
+def lora_model(
+    path: Path,
+    *,
+    compiled: bool,
+    dropout: float = 0.0,
+    device: str = "cpu",
+    dtype=torch.float32,
+    dequantize_in_graph: bool = False,
+):
     """4-bit NF4 base, LoRA on q and v, gradient checkpointing on, as the worker builds it."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
@@ -50,7 +58,7 @@ def lora_model(path: Path, *, compiled: bool, dropout: float = 0.0, device: str 
     )
     model.config.use_cache = False
     if compiled:
-        assert compile_decoder_layers(model, recompute=True) == 2
+        assert compile_decoder_layers(model, recompute=True, dequantize_in_graph=dequantize_in_graph) == 2
     torch.manual_seed(1)  # the same adapter initialisation for every model
     model = get_peft_model(
         model, LoraConfig(r=8, lora_alpha=16, lora_dropout=dropout, target_modules=["q_proj", "v_proj"])
@@ -112,3 +120,26 @@ def directional_derivative_error(model, length: int, device: str = "cpu", seed: 
                 p.sub_(sign * epsilon * g / norm)
     finite_difference = (losses[0] - losses[1]) / (2 * epsilon)
     return abs(norm.item() - finite_difference) / norm.item()
+
+
+def saved_activation_bytes(model, length: int, device: str = "cpu") -> int:
+    """Bytes autograd keeps from one forward for its backward, beyond the model's own tensors
+    (parameters, buffers and the 4-bit weights' quantization statistics)."""
+    persistent = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    for module in model.modules():
+        quant_state = getattr(getattr(module, "weight", None), "quant_state", None)
+        if quant_state is not None:
+            persistent.update(t.untyped_storage().data_ptr() for t in (quant_state.absmax, quant_state.code))
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in persistent:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = model(**batch(length, device)).loss
+    loss.backward()
+    model.zero_grad()
+    return sum(saved.values())

@@ -94,6 +94,8 @@ class Acceleration:
     """torch.compile each decoder layer (lazily: traced at the first step, after LoRA wraps it)."""
     recompute_in_graph: bool = False
     """With compile_layers: the compiled graph recomputes activations instead of transformers' checkpoint."""
+    dequantize_in_graph: bool = False
+    """With compile_layers: 4-bit weights dequantized by torch ops the compiled graph fuses."""
 
     def prepare_model(self, model: Any) -> Any:
         """In-place patches after the base model is loaded, before LoRA wraps it. Returns the model."""
@@ -121,7 +123,9 @@ class Acceleration:
         if self.compile_layers:
             from worker.training.compiled_layers import compile_decoder_layers
 
-            compile_decoder_layers(model, recompute=self.recompute_in_graph)
+            compile_decoder_layers(
+                model, recompute=self.recompute_in_graph, dequantize_in_graph=self.dequantize_in_graph
+            )
         return model
 
     def prepare_adapters(self, model: Any) -> Any:

@@ -61,7 +61,7 @@ def recompute_in_compiled_graph(layer: Any) -> None:
     )
 
 
-def compile_decoder_layers(model: Any, *, recompute: bool) -> int:
+def compile_decoder_layers(model: Any, *, recompute: bool, dequantize_in_graph: bool = False) -> int:
     """Mark every decoder layer of `model` for torch.compile; returns how many.
 
     Compilation is lazy: the first forward traces each layer as it is then, with
@@ -69,6 +69,8 @@ def compile_decoder_layers(model: Any, *, recompute: bool) -> int:
     recompute: the run asked for gradient checkpointing (see the module docstring); the
     caller must then make LoRA's dropout seeded once the adapters exist. The settings are
     process-wide; a training worker runs one training per process.
+    dequantize_in_graph: the layers' bitsandbytes 4-bit weights are dequantized by torch
+    ops inside the graph (graph_dequantization.py) instead of bitsandbytes' custom ops.
     """
     import torch
     from transformers.modeling_layers import GradientCheckpointingLayer
@@ -90,6 +92,10 @@ def compile_decoder_layers(model: Any, *, recompute: bool) -> int:
     for layer in layers:
         if recompute:
             recompute_in_compiled_graph(layer)
+        if dequantize_in_graph:
+            from worker.training.graph_dequantization import dequantize_in_graph as use_torch_ops
+
+            use_torch_ops(layer)
         layer.compile(dynamic=True)
     return len(layers)
 
