@@ -16,8 +16,8 @@ import torch  # noqa: E402
 from tests.compiled_layers_support import (  # noqa: E402
     lora_model,
     loss_and_gradients,
-    saved_activation_bytes,
     save_random_llama,
+    saved_activation_bytes,
 )
 from worker.training.graph_dequantization import dequantize_4bit  # noqa: E402
 
