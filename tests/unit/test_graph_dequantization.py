@@ -39,13 +39,25 @@ def test_the_weights_are_bitsandbytes_own_bit_for_bit(quant_type, nested, dtype)
         assert torch.equal(dequantize_4bit(packed, quant_state, dtype), expected), shape
 
 
-def test_inside_the_compiled_layers_they_train_what_bitsandbytes_ops_train(tmp_path) -> None:
+@pytest.fixture
+def compile_settings_restored():
+    """compile_decoder_layers changes process-wide compile settings: undone after the test."""
+    import torch._functorch.config
+
+    with torch._functorch.config.patch(cse=True, activation_memory_budget=1.0):
+        torch._dynamo.reset()
+        yield
+        torch._dynamo.reset()
+
+
+def test_inside_the_compiled_layers_they_train_what_bitsandbytes_ops_train(
+    tmp_path, compile_settings_restored
+) -> None:
     from torch._dynamo.utils import counters
 
     from worker.training.graph_dequantization import linear_4bit_in_torch_ops
 
     path = save_random_llama(tmp_path)
-    torch._dynamo.reset()
     counters.clear()
     eager = lora_model(path, compiled=False)
     with_bnb_ops = lora_model(path, compiled=True)
@@ -65,3 +77,34 @@ def test_inside_the_compiled_layers_they_train_what_bitsandbytes_ops_train(tmp_p
     assert saved_activation_bytes(with_torch_ops, 64) == saved_activation_bytes(with_bnb_ops, 64)
     assert counters["stats"]["unique_graphs"] == 2  # one per model: every layer and length shares it
     assert not counters["graph_break"]
+
+
+def test_each_16_bit_weight_of_the_compiled_backward_feeds_one_matmul(tmp_path, compile_settings_restored) -> None:
+    """The recompute and the input gradient dequantize separately: a weight shared by both
+    would stay alive through the layer's backward (+0.21 GiB at the 7B workload's peak)."""
+    import torch._inductor.config
+
+    graphs = []
+    with torch._inductor.config.patch(post_grad_custom_pre_pass=graphs.append):
+        model = lora_model(save_random_llama(tmp_path), compiled=True, dequantize_in_graph=True)
+        loss_and_gradients(model, 40)
+    forward, backward = graphs  # one layer graph, shared by both layers
+    weight_shapes = {(64, 64), (128, 64), (64, 128)}
+
+    def dequantized_weights(graph):
+        """The weight-shaped node each lookup in a 16-entry code table (a dequantization) makes."""
+        weights = []
+        for node in graph.nodes:
+            source = node.args[0] if node.op == "call_function" and node.args else None
+            if "index" in str(node.target) and getattr(source, "op", "") == "placeholder":
+                if tuple(source.meta["val"].shape) == (16,):
+                    while tuple(node.meta["val"].shape) not in weight_shapes:
+                        (node,) = node.users
+                    weights.append(node)
+        return weights
+
+    assert len(dequantized_weights(forward)) == 7  # q, k, v, o, gate, up, down
+    weights = dequantized_weights(backward)
+    # the input gradient of all 7, and the recompute of those whose outputs the backward needs
+    assert len(weights) > 7
+    assert all(len(weight.users) == 1 for weight in weights)

@@ -28,31 +28,85 @@ def dequantize_4bit(packed: torch.Tensor, quant_state: Any, dtype: torch.dtype) 
     dtype (its backward rounds to the quantized weight's original dtype first, which is
     the same when, as on Loraboard's paths, that is the compute dtype).
     """
-    shape = quant_state.shape
+    return _dequantize(packed, *_statistics(quant_state), _Layout.of(quant_state, dtype))
+
+
+class _Layout(tuple):
+    """(shape, blocksize, blocksize of the nested statistics or 0, output dtype): constants."""
+
+    @classmethod
+    def of(cls, quant_state: Any, dtype: torch.dtype) -> _Layout:
+        inner = quant_state.state2.blocksize if quant_state.nested else 0
+        return cls((quant_state.shape, quant_state.blocksize, inner, dtype))
+
+
+def _statistics(quant_state: Any) -> tuple[torch.Tensor | None, ...]:
+    """absmax, code, and for nested quantization the absmax's own absmax, code and offset."""
+    if not quant_state.nested:
+        return quant_state.absmax, quant_state.code, None, None, None
+    inner = quant_state.state2
+    return quant_state.absmax, quant_state.code, inner.absmax, inner.code, quant_state.offset
+
+
+def _dequantize(
+    packed: torch.Tensor,
+    absmax: torch.Tensor,
+    code: torch.Tensor,
+    absmax2: torch.Tensor | None,
+    code2: torch.Tensor | None,
+    offset: torch.Tensor | None,
+    layout: _Layout,
+) -> torch.Tensor:
+    shape, blocksize, blocksize2, dtype = layout
     numel = shape.numel()
     codes = packed.reshape(-1).view(torch.uint8)
     nibbles = torch.stack((codes >> 4, codes & 0x0F), dim=-1).reshape(-1)[:numel]
+    if absmax2 is None:
+        scales = absmax.float()
+    else:  # nested: each block's absmax is an 8-bit code with a float32 scale per blocksize2 blocks
+        blocks = torch.arange(absmax.numel(), device=absmax.device)
+        scales = code2[absmax.long()] * absmax2[blocks // blocksize2] + offset
     positions = torch.arange(numel, device=packed.device)
-    values = quant_state.code[nibbles.long()] * _absmax(quant_state)[positions // quant_state.blocksize]
+    values = code[nibbles.long()] * scales[positions // blocksize]
     return values.to(dtype).reshape(shape)
 
 
-def _absmax(quant_state: Any) -> torch.Tensor:
-    """Each block's float32 scale; decoded first when nested quantization stored it in 8 bits."""
-    if not quant_state.nested:
-        return quant_state.absmax.float()
-    inner = quant_state.state2
-    blocks = torch.arange(quant_state.absmax.numel(), device=quant_state.absmax.device)
-    scales = inner.code[quant_state.absmax.long()] * inner.absmax[blocks // inner.blocksize]
-    return scales + quant_state.offset
+class _Linear4bit(torch.autograd.Function):
+    """x @ W.T with W dequantized in the forward and again in the backward.
+
+    A plain F.linear would keep its W for the backward; with the compiled graph's
+    recompute that W is made once in the backward and lives from the recompute to the
+    input gradient, with those of the layer's other weights: +0.21 GiB at the 7B
+    workload's peak (H200, bench/RESULTS.md). Here the backward dequantizes on its own,
+    right before its matmul. (The joint graph's common-subexpression elimination would
+    merge the two dequantizations again: compile_decoder_layers turns it off.)
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, packed: torch.Tensor, *statistics_and_layout: Any) -> torch.Tensor:
+        *statistics, layout = statistics_and_layout
+        ctx.save_for_backward(packed, *statistics)
+        ctx.layout = layout
+        return torch.nn.functional.linear(x, _dequantize(packed, *statistics, layout))
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        packed, *statistics = ctx.saved_tensors
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad_output @ _dequantize(packed, *statistics, ctx.layout)
+        return (grad_x, *([None] * (len(statistics) + 2)))
 
 
 def linear_4bit_in_torch_ops(self: Any, x: torch.Tensor) -> torch.Tensor:
     """bitsandbytes.nn.Linear4bit.forward, with the weight dequantized in torch ops."""
     compute_dtype = self.compute_dtype or x.dtype
-    weight = dequantize_4bit(self.weight, self.weight.quant_state, compute_dtype)
-    bias = None if self.bias is None else self.bias.to(compute_dtype)
-    return torch.nn.functional.linear(x.to(compute_dtype), weight, bias).to(x.dtype)
+    quant_state = self.weight.quant_state
+    layout = _Layout.of(quant_state, compute_dtype)
+    output = _Linear4bit.apply(x.to(compute_dtype), self.weight, *_statistics(quant_state), layout)
+    if self.bias is not None:
+        output = output + self.bias.to(compute_dtype)
+    return output.to(x.dtype)
 
 
 _SUBCLASSES: dict[type, type] = {}
