@@ -7,22 +7,17 @@ x-cudagraphs  The compiled decoder layers replayed as CUDA graphs (torch.compile
               lengths to a multiple of 64, so a 1024-token run records at most 16;
               a forward pre-hook on the module holding the layers tells CUDA graph
               trees where each pass begins. Aimed at the ~100 ms a step the CPU spends
-              launching the layers' kernels (bench/RESULTS.md, round 3). Its one run,
-              H200 2026-11-30, died with a segmentation fault (exit -11) and left no
-              traceback; the bench's child processes now run with faulthandler on and
-              keep their stderr's tail in the result.
+              launching the layers' kernels (bench/RESULTS.md, round 3). Three runs on
+              H200s (2026-11-30) died with a segmentation fault (exit -11) in the
+              first compiled backward's generated code (faulthandler's stack in
+              bench/results/h200-round4-call2.json), with bitsandbytes' ops in the
+              graph or without them.
 x-cppwrapper  Inductor's C++ wrapper (torch._inductor.config.cpp_wrapper) instead of its
               generated Python: each compiled graph launches its kernels and calls its
               extern ops (mm, bitsandbytes' custom ops) from C++. Aimed at the 55 ms a
               step spent in the 64 graph calls' Python wrappers (round 3's profile).
               Checked on CPU (same loss and gradients as the eager layers, bitsandbytes'
               ops inside the graph). H200 2026-11-30: not done compiling after 150 s.
-x-graphdequant  The layers' 4-bit weights dequantized by torch ops inside the compiled
-              graph (worker/training/graph_dequantization.py) instead of bitsandbytes'
-              custom ops: ~27 ms a step of their Python dispatch gone (round 3's
-              profile). Bit-identical weights on CPU.
-x-combokernels  Inductor's combo kernels: independent kernels of a graph (e.g. the q, k
-              and v weights' dequantization) launched as one. Fewer launches.
 """
 
 from __future__ import annotations
@@ -86,23 +81,7 @@ def cpp_wrapper(plan: Any) -> None:
     plan.notes.append("experiment: Inductor's C++ wrapper for the compiled layers")
 
 
-def graph_dequantization(plan: Any) -> None:
-    _require_compiled_layers(plan, "x-graphdequant")
-    plan.dequantize_in_graph = True
-    plan.notes.append("experiment: 4-bit weights dequantized by torch ops inside the compiled layers")
-
-
-def combo_kernels(plan: Any) -> None:
-    import torch._inductor.config
-
-    _require_compiled_layers(plan, "x-combokernels")
-    torch._inductor.config.combo_kernels = True  # read at compile time; one variant per process
-    plan.notes.append("experiment: Inductor's combo kernels in the compiled layers")
-
-
 EXPERIMENTS = {
     "x-cudagraphs": cuda_graphs,
     "x-cppwrapper": cpp_wrapper,
-    "x-graphdequant": graph_dequantization,
-    "x-combokernels": combo_kernels,
 }

@@ -19,8 +19,8 @@ Variants:
   reference     the recipe as written (fp16 compute, no mixed precision,
                 paged_adamw_32bit, group_by_length, gradient checkpointing, ...)
   loraboard     the same arguments plus worker.training.acceleration.plan_acceleration()
-  lb-no-<f>     loraboard without default feature <f> (sdpa, bf16, liger; join
-                several with +, e.g. lb-no-liger+sdpa): ablations
+  lb-no-<f>     loraboard without default feature <f> (sdpa, bf16, liger, compile,
+                dequant; join several with +, e.g. lb-no-liger+sdpa): ablations
   lb+<f>        loraboard with opt-in feature <f> (optimizer, offload; e.g.
                 lb+optimizer+offload, or lb+optimizer+no-compile to leave a default
                 feature off too); see worker/training/acceleration.py

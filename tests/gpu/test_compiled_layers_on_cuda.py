@@ -2,8 +2,10 @@
 
 The CPU checks of tests/unit/test_compiled_layers.py on CUDA, where Inductor emits
 Triton kernels and bitsandbytes runs its CUDA ops: the same loss and adapter gradients
-as the eager, checkpointed layers (float32 compute), and with dropout on (bfloat16, as
-the planner compiles) the masks of the forward in the compiled recompute.
+as the eager, checkpointed layers (float32 compute), and with dropout on (bfloat16 and
+the weights dequantized in the graph, as the planner compiles) the masks of the forward
+in the compiled recompute. The graph's dequantization is bitsandbytes' CUDA kernel's, bit
+for bit.
 Run with `make gpu-test` (DEVELOPERS.md).
 """
 
@@ -40,10 +42,13 @@ def test_compiled_layers_match_eager_checkpointed_layers_on_cuda(model_dir) -> N
 
 
 def test_with_dropout_the_compiled_recompute_draws_the_forwards_masks_on_cuda(model_dir) -> None:
-    """bfloat16, as the planner compiles: the compiled layers' gradients with LoRA dropout
-    match the eager checkpointed layers' with the same seeded masks, and are far from
-    the gradients of other masks (what a recompute with a new draw would give)."""
-    compiled = lora_model(model_dir, compiled=True, dropout=0.5, device="cuda", dtype=torch.bfloat16)
+    """bfloat16 and torch-op dequantization, as the planner compiles: the compiled layers'
+    gradients with LoRA dropout match the eager checkpointed layers' with the same seeded
+    masks, and are far from the gradients of other masks (what a recompute with a new draw
+    would give)."""
+    compiled = lora_model(
+        model_dir, compiled=True, dropout=0.5, device="cuda", dtype=torch.bfloat16, dequantize_in_graph=True
+    )
     eager = lora_model(model_dir, compiled=False, dropout=0.5, device="cuda", dtype=torch.bfloat16)
     assert use_seeded_dropout(eager) == 4
     torch.manual_seed(5)
@@ -56,3 +61,22 @@ def test_with_dropout_the_compiled_recompute_draws_the_forwards_masks_on_cuda(mo
         error = float((compiled_gradients[name] - gradient).norm() / gradient.norm())
         other_masks = float((other_mask_gradients[name] - gradient).norm() / gradient.norm())
         assert error < 0.05 and error < other_masks / 4, (name, error, other_masks)
+
+
+@pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
+@pytest.mark.parametrize("nested", [False, True], ids=["plain", "nested"])
+def test_graph_dequantization_is_bitsandbytes_cuda_kernel_bit_for_bit(quant_type, nested) -> None:
+    import bitsandbytes.functional as bnb_functional
+
+    from worker.training.graph_dequantization import dequantize_4bit
+
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    for shape in ((4096, 4096), (11008, 4096), (33, 17)):
+        weight = torch.randn(shape, generator=generator, device="cuda").to(torch.bfloat16)
+        packed, quant_state = bnb_functional.quantize_4bit(
+            weight, blocksize=64, quant_type=quant_type, compress_statistics=nested
+        )
+        expected = bnb_functional.dequantize_4bit(packed, quant_state)
+        assert torch.equal(dequantize_4bit(packed, quant_state, torch.bfloat16), expected), shape
+        compiled = torch.compile(dequantize_4bit)(packed, quant_state, torch.bfloat16)  # Triton's kernel
+        assert torch.equal(compiled, expected), shape

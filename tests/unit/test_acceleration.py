@@ -109,7 +109,7 @@ def triton_installed(monkeypatch):
 
 def test_large_models_are_compiled_with_recompute_in_the_graph(triton_installed) -> None:
     plan = plan_acceleration("cuda", (9, 0), True, False, hidden_size=4096)
-    assert plan.compile_layers and plan.recompute_in_graph
+    assert plan.compile_layers and plan.recompute_in_graph and plan.dequantize_in_graph
     # the compiled layers fuse RMSNorm, RoPE and SwiGLU themselves
     assert not plan.liger
     assert any("torch.compile" in note for note in plan.notes)
@@ -141,7 +141,10 @@ def test_a_float32_run_keeps_its_precision_and_is_not_compiled(triton_installed)
 
 def test_compile_can_be_left_off(triton_installed) -> None:
     plan = plan_acceleration("cuda", (9, 0), True, False, hidden_size=4096, disable=frozenset({"compile"}))
-    assert not plan.compile_layers
+    assert not plan.compile_layers and not plan.dequantize_in_graph
+    # the compiled layers with bitsandbytes' own dequantization (round 3's default)
+    plan = plan_acceleration("cuda", (9, 0), True, False, hidden_size=4096, disable=frozenset({"dequant"}))
+    assert plan.compile_layers and not plan.dequantize_in_graph
 
 
 def test_prepare_adapters_seeds_lora_dropout_only_for_the_in_graph_recompute() -> None:

@@ -61,13 +61,3 @@ def test_the_cpp_wrapper_trains_what_the_eager_layers_train(tmp_path) -> None:
         finally:
             torch._dynamo.reset()  # no C++-wrapped graph left for later tests
     assert not torch._inductor.config.cpp_wrapper
-
-
-def test_graph_dequantization_and_combo_kernels_set_the_plan_and_inductor() -> None:
-    import torch._inductor.config
-
-    plan = Acceleration(compile_layers=True, recompute_in_graph=True)
-    with torch._inductor.config.patch(combo_kernels=False):  # restored afterwards
-        experiments.apply(plan, frozenset({"x-graphdequant", "x-combokernels"}))
-        assert plan.dequantize_in_graph and torch._inductor.config.combo_kernels
-    assert len(plan.notes) == 2

@@ -35,6 +35,10 @@ Default features (each can be left off with disable={...}):
   before the seeded dropout, with torch's philox dropout; with it, 2.8x-4.2x on
   H200s). Only for bfloat16 models with hidden size >= COMPILE_MIN_HIDDEN_SIZE:
   compiling takes up to a minute.
+- "dequant": with "compile", the 4-bit weights are dequantized by torch ops inside
+  the compiled layers (worker/training/graph_dequantization.py), bit-identical to
+  bitsandbytes, instead of one bitsandbytes custom op (Python dispatch, ~50 us of
+  CPU) per matmul, 640 a step on the 7B workload: see bench/RESULTS.md, round 4.
 
 Opt-in features (enable={...}): faster or leaner, but each breaks one of the
 recipe's promises, so the worker turns them on only when asked.
@@ -57,7 +61,7 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
-DEFAULT_FEATURES = frozenset({"sdpa", "bf16", "liger", "compile"})
+DEFAULT_FEATURES = frozenset({"sdpa", "bf16", "liger", "compile", "dequant"})
 OPTIONAL_FEATURES = frozenset({"optimizer", "offload"})
 
 # torch.compile costs about a minute on the first steps (80 s for the 7B shape on an
@@ -234,6 +238,11 @@ def plan_acceleration(
                 + (", activations recomputed inside the compiled backward" if gradient_checkpointing else "")
                 + "): the first steps take about a minute longer while it compiles"
             )
+            if "dequant" in features:
+                plan.dequantize_in_graph = True
+                plan.notes.append(
+                    "4-bit weights dequantized inside the compiled layers (no bitsandbytes call per matmul)"
+                )
 
     if "liger" in features and plan.compile_layers:
         plan.notes.append(
