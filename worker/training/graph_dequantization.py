@@ -28,7 +28,7 @@ def dequantize_4bit(packed: torch.Tensor, quant_state: Any, dtype: torch.dtype) 
     dtype (its backward rounds to the quantized weight's original dtype first, which is
     the same when, as on Loraboard's paths, that is the compute dtype).
     """
-    return _dequantize(packed, *_statistics(quant_state), _Layout.of(quant_state, dtype))
+    return _dequantize(packed, _statistics(quant_state), _Layout.of(quant_state, dtype))
 
 
 class _Layout(tuple):
@@ -40,7 +40,11 @@ class _Layout(tuple):
         return cls((quant_state.shape, quant_state.blocksize, inner, dtype))
 
 
-def _statistics(quant_state: Any) -> tuple[torch.Tensor | None, ...]:
+_MaybeTensor = torch.Tensor | None  # a runtime alias: `from __future__` does not cover it
+_Statistics = tuple[torch.Tensor, torch.Tensor, _MaybeTensor, _MaybeTensor, _MaybeTensor]
+
+
+def _statistics(quant_state: Any) -> _Statistics:
     """absmax, code, and for nested quantization the absmax's own absmax, code and offset."""
     if not quant_state.nested:
         return quant_state.absmax, quant_state.code, None, None, None
@@ -48,20 +52,13 @@ def _statistics(quant_state: Any) -> tuple[torch.Tensor | None, ...]:
     return quant_state.absmax, quant_state.code, inner.absmax, inner.code, quant_state.offset
 
 
-def _dequantize(
-    packed: torch.Tensor,
-    absmax: torch.Tensor,
-    code: torch.Tensor,
-    absmax2: torch.Tensor | None,
-    code2: torch.Tensor | None,
-    offset: torch.Tensor | None,
-    layout: _Layout,
-) -> torch.Tensor:
+def _dequantize(packed: torch.Tensor, statistics: _Statistics, layout: _Layout) -> torch.Tensor:
+    absmax, code, absmax2, code2, offset = statistics
     shape, blocksize, blocksize2, dtype = layout
     numel = shape.numel()
     codes = packed.reshape(-1).view(torch.uint8)
     nibbles = torch.stack((codes >> 4, codes & 0x0F), dim=-1).reshape(-1)[:numel]
-    if absmax2 is None:
+    if absmax2 is None or code2 is None or offset is None:
         scales = absmax.float()
     else:  # nested: each block's absmax is an 8-bit code with a float32 scale per blocksize2 blocks
         blocks = torch.arange(absmax.numel(), device=absmax.device)
@@ -83,19 +80,20 @@ class _Linear4bit(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, packed: torch.Tensor, *statistics_and_layout: Any) -> torch.Tensor:
-        *statistics, layout = statistics_and_layout
+    def forward(  # type: ignore[override]
+        ctx: Any, x: torch.Tensor, packed: torch.Tensor, statistics: _Statistics, layout: _Layout
+    ) -> torch.Tensor:
         ctx.save_for_backward(packed, *statistics)
         ctx.layout = layout
-        return torch.nn.functional.linear(x, _dequantize(packed, *statistics, layout))
+        return torch.nn.functional.linear(x, _dequantize(packed, statistics, layout))
 
     @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:  # type: ignore[override]
         packed, *statistics = ctx.saved_tensors
         grad_x = None
         if ctx.needs_input_grad[0]:
-            grad_x = grad_output @ _dequantize(packed, *statistics, ctx.layout)
-        return (grad_x, *([None] * (len(statistics) + 2)))
+            grad_x = grad_output @ _dequantize(packed, tuple(statistics), ctx.layout)
+        return grad_x, None, None, None
 
 
 def linear_4bit_in_torch_ops(self: Any, x: torch.Tensor) -> torch.Tensor:
@@ -103,7 +101,7 @@ def linear_4bit_in_torch_ops(self: Any, x: torch.Tensor) -> torch.Tensor:
     compute_dtype = self.compute_dtype or x.dtype
     quant_state = self.weight.quant_state
     layout = _Layout.of(quant_state, compute_dtype)
-    output = _Linear4bit.apply(x.to(compute_dtype), self.weight, *_statistics(quant_state), layout)
+    output = _Linear4bit.apply(x.to(compute_dtype), self.weight, _statistics(quant_state), layout)
     if self.bias is not None:
         output = output + self.bias.to(compute_dtype)
     return output.to(x.dtype)
