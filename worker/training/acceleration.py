@@ -35,10 +35,11 @@ Default features (each can be left off with disable={...}):
   before the seeded dropout, with torch's philox dropout; with it, 2.8x-4.2x on
   H200s). Only for bfloat16 models with hidden size >= COMPILE_MIN_HIDDEN_SIZE:
   compiling takes up to a minute.
-- "dequant": with "compile", the 4-bit weights are dequantized by torch ops inside
-  the compiled layers (worker/training/graph_dequantization.py), bit-identical to
-  bitsandbytes, instead of one bitsandbytes custom op (Python dispatch, ~50 us of
-  CPU) per matmul, 640 a step on the 7B workload: see bench/RESULTS.md, round 4.
+- "dequant": with "compile", the forward's and the recompute's 4-bit weights are
+  dequantized by torch ops inside the compiled layers
+  (worker/training/graph_dequantization.py), bit-identical to bitsandbytes, instead of
+  a bitsandbytes custom op (Python dispatch, ~50 us of CPU) per matmul: 416 of its 640
+  calls a step on the 7B workload. See bench/RESULTS.md, round 4.
 
 Opt-in features (enable={...}): faster or leaner, but each breaks one of the
 recipe's promises, so the worker turns them on only when asked.

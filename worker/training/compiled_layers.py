@@ -89,11 +89,6 @@ def compile_decoder_layers(model: Any, *, recompute: bool, dequantize_in_graph: 
         recompute = False
     if recompute:
         torch._functorch.config.activation_memory_budget = 0.0
-    if dequantize_in_graph:
-        # Common-subexpression elimination of the joint graph would merge the backward's
-        # dequantization with the forward's (graph_dequantization._Linear4bit), and keep
-        # every 16-bit weight of a layer alive through its backward.
-        torch._functorch.config.cse = False
     for layer in layers:
         if recompute:
             recompute_in_compiled_graph(layer)

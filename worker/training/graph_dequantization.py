@@ -1,17 +1,19 @@
 """bitsandbytes' 4-bit weights dequantized by torch ops, so that Inductor compiles them.
 
-Inside the compiled decoder layers (compiled_layers.py) every 4-bit matmul goes through
+Inside the compiled decoder layers (compiled_layers.py) every 4-bit matmul went through
 bitsandbytes' Python-level custom ops: ~50 us of CPU a call, 640 calls a step on the 7B
 workload, 27 ms of a 214 ms step that the CPU, not the GPU, sets (bench/RESULTS.md,
-round 3's profile). Written in torch ops, the dequantization becomes one generated
-Triton kernel per weight inside the layer's graph, launched by its wrapper.
+round 3's profile). Written in torch ops, the forward's and the recompute's
+dequantization become one generated kernel per weight inside the layer's graph; the
+input gradient keeps bitsandbytes' op (see _Linear4bit): 224 calls a step remain.
 
 The arithmetic is bitsandbytes' own: each byte holds two 4-bit codes (high nibble
 first), each code indexes the 16-entry table of the quant type (NF4 or FP4), and the
 float32 product with the block's absmax is rounded once to the compute dtype. With
 nested quantization the absmax values are themselves 8-bit codes with float32 scales
 per block of blocksize2 plus an offset. Bit-identical to bitsandbytes on CPU
-(tests/unit/test_graph_dequantization.py).
+(tests/unit/test_graph_dequantization.py) and to its CUDA kernel, in Triton too
+(tests/gpu/test_compiled_layers_on_cuda.py).
 """
 
 from __future__ import annotations
@@ -57,42 +59,52 @@ def _dequantize(packed: torch.Tensor, statistics: _Statistics, layout: _Layout) 
     shape, blocksize, blocksize2, dtype = layout
     numel = shape.numel()
     codes = packed.reshape(-1).view(torch.uint8)
-    nibbles = torch.stack((codes >> 4, codes & 0x0F), dim=-1).reshape(-1)[:numel]
+    positions = torch.arange(numel, device=packed.device)
+    # Position i's code is the high nibble of byte i // 2 when i is even, else the low one.
+    # Index arithmetic, not a stack of the two halves: Inductor then makes the whole
+    # dequantization one kernel that writes only the 16-bit weight; a stack made it
+    # materialize both halves and their interleaving first (2 bytes a weight more).
+    shifts = ((positions & 1) ^ 1) * 4
+    nibbles = (codes[positions >> 1] >> shifts) & 0x0F
     if absmax2 is None or code2 is None or offset is None:
         scales = absmax.float()
     else:  # nested: each block's absmax is an 8-bit code with a float32 scale per blocksize2 blocks
         blocks = torch.arange(absmax.numel(), device=absmax.device)
         scales = code2[absmax.long()] * absmax2[blocks // blocksize2] + offset
-    positions = torch.arange(numel, device=packed.device)
-    values = code[nibbles.long()] * scales[positions // blocksize]
+    values = code[nibbles] * scales[positions // blocksize]
     return values.to(dtype).reshape(shape)
 
 
 class _Linear4bit(torch.autograd.Function):
-    """x @ W.T with W dequantized in the forward and again in the backward.
+    """x @ W.T with W dequantized by torch ops in the forward (and so in the recompute),
+    and by bitsandbytes' own op for the input gradient.
 
-    A plain F.linear would keep its W for the backward; with the compiled graph's
-    recompute that W is made once in the backward and lives from the recompute to the
-    input gradient, with those of the layer's other weights: +0.21 GiB at the 7B
-    workload's peak (H200, bench/RESULTS.md). Here the backward dequantizes on its own,
-    right before its matmul. (The joint graph's common-subexpression elimination would
-    merge the two dequantizations again: compile_decoder_layers turns it off.)
+    With a plain F.linear the backward reuses the W of its recompute, which then lives
+    from the recompute to the input gradient together with the layer's other weights:
+    +0.21 GiB at the 7B workload's peak (H200, bench/RESULTS.md). Dequantizing again in
+    torch ops does not help: Inductor fuses the two dequantizations of one weight, which
+    read the same bytes, into one kernel, with the same effect. bitsandbytes' op is
+    opaque to Inductor: it runs where the input gradient needs it, one of the three
+    dequantizations of a weight a step.
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, x: torch.Tensor, packed: torch.Tensor, statistics: _Statistics, layout: _Layout
+        ctx: Any, x: torch.Tensor, packed: torch.Tensor, quant_state: Any, layout: _Layout
     ) -> torch.Tensor:
-        ctx.save_for_backward(packed, *statistics)
-        ctx.layout = layout
-        return torch.nn.functional.linear(x, _dequantize(packed, statistics, layout))
+        ctx.save_for_backward(packed)
+        ctx.quant_state = quant_state
+        return torch.nn.functional.linear(x, _dequantize(packed, _statistics(quant_state), layout))
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:  # type: ignore[override]
-        packed, *statistics = ctx.saved_tensors
+        import bitsandbytes.functional as bnb_functional
+
         grad_x = None
         if ctx.needs_input_grad[0]:
-            grad_x = grad_output @ _dequantize(packed, tuple(statistics), ctx.layout)
+            (packed,) = ctx.saved_tensors
+            weight = bnb_functional.dequantize_4bit(packed, ctx.quant_state).to(grad_output.dtype)
+            grad_x = grad_output @ weight
         return grad_x, None, None, None
 
 
@@ -101,7 +113,7 @@ def linear_4bit_in_torch_ops(self: Any, x: torch.Tensor) -> torch.Tensor:
     compute_dtype = self.compute_dtype or x.dtype
     quant_state = self.weight.quant_state
     layout = _Layout.of(quant_state, compute_dtype)
-    output = _Linear4bit.apply(x.to(compute_dtype), self.weight, _statistics(quant_state), layout)
+    output = _Linear4bit.apply(x.to(compute_dtype), self.weight, quant_state, layout)
     if self.bias is not None:
         output = output + self.bias.to(compute_dtype)
     return output.to(x.dtype)
