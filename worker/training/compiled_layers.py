@@ -18,9 +18,10 @@ LoRA scaling) and replaces Python module calls with one generated launcher per g
   model with any other dropout keeps transformers' checkpoint.
 
 Tracing transformers' checkpoint into the graph instead fails in torch 2.11's
-partitioner ("Node ... was invalid, but is output"); rewriting bitsandbytes'
-dequantization in torch ops measured no faster and kept the 16-bit weights alive
-longer (+0.2 GiB). Both are in RESULTS.md's table of what was tried.
+partitioner ("Node ... was invalid, but is output"); CUDA graphs over these layers
+crashed (RESULTS.md's table of what was tried). With dequantize_in_graph the forward
+and the recompute dequantize the 4-bit weights in the graph itself
+(graph_dequantization.py).
 """
 
 from __future__ import annotations
