@@ -12,8 +12,9 @@ first), each code indexes the 16-entry table of the quant type (NF4 or FP4), and
 float32 product with the block's absmax is rounded once to the compute dtype. With
 nested quantization the absmax values are themselves 8-bit codes with float32 scales
 per block of blocksize2 plus an offset. Bit-identical to bitsandbytes on CPU
-(tests/unit/test_graph_dequantization.py) and to its CUDA kernel, in Triton too
-(tests/gpu/test_compiled_layers_on_cuda.py).
+(tests/unit/test_graph_dequantization.py); tests/gpu/test_compiled_layers_on_cuda.py
+checks the same against its CUDA kernel, eagerly and compiled to Triton (it passed on
+an H200 before the nibbles were unpacked by index arithmetic: bench/RESULTS.md, round 4).
 """
 
 from __future__ import annotations
