@@ -456,10 +456,16 @@ def _profiled_train(trainer, clock, args) -> dict:
     if prof is None:
         return {}
     events = prof.key_averages()
-    dev = [e for e in events if getattr(e, "self_device_time_total", 0) > 0]
+    # Kernels (and copies) are events of their own; a CPU op's self device time repeats
+    # those of the kernels it launched, so only the device's own events add up to busy time.
+    from torch.autograd import DeviceType
+
+    dev = [e for e in events if e.device_type == DeviceType.CUDA and e.self_device_time_total > 0]
+    ops = [e for e in events if e.device_type != DeviceType.CUDA and e.self_device_time_total > 0]
     busy_us = sum(e.self_device_time_total for e in dev)
     kernels = sum(e.count for e in dev)
     top_dev = sorted(dev, key=lambda e: -e.self_device_time_total)[:12]
+    top_ops = sorted(ops, key=lambda e: -e.self_device_time_total)[:12]
     top_cpu = sorted(events, key=lambda e: -e.self_cpu_time_total)[:15]
     syncs = {
         e.key: e.count
@@ -481,6 +487,9 @@ def _profiled_train(trainer, clock, args) -> dict:
         "syncs_per_step": {k: round(v / n, 1) for k, v in syncs.items()},
         "top_device_ms_per_step": [
             [e.key[:80], round(e.self_device_time_total / 1e3 / n, 2), e.count // n] for e in top_dev
+        ],
+        "top_op_device_ms_per_step": [
+            [e.key[:80], round(e.self_device_time_total / 1e3 / n, 2), e.count // n] for e in top_ops
         ],
         "top_cpu_self_ms_per_step": [
             [e.key[:80], round(e.self_cpu_time_total / 1e3 / n, 2), e.count // n] for e in top_cpu

@@ -3,9 +3,9 @@
 Inside the compiled decoder layers (compiled_layers.py) every 4-bit matmul went through
 bitsandbytes' Python-level custom ops: ~50 us of CPU a call, 640 calls a step on the 7B
 workload, 27 ms of a 214 ms step that the CPU, not the GPU, sets (bench/RESULTS.md,
-round 3's profile). Written in torch ops, the forward's and the recompute's
-dequantization become one generated kernel per weight inside the layer's graph; the
-input gradient keeps bitsandbytes' op (see _Linear4bit): 224 calls a step remain.
+round 3's profile). Written in torch ops, every dequantization (the forward's, the
+recompute's and the input gradient's) becomes one generated kernel inside the layer's
+graph, and no bitsandbytes call is left in the layers.
 
 The arithmetic is bitsandbytes' own: each byte holds two 4-bit codes (high nibble
 first), each code indexes the 16-entry table of the quant type (NF4 or FP4), and the
@@ -13,8 +13,7 @@ float32 product with the block's absmax is rounded once to the compute dtype. Wi
 nested quantization the absmax values are themselves 8-bit codes with float32 scales
 per block of blocksize2 plus an offset. Bit-identical to bitsandbytes on CPU
 (tests/unit/test_graph_dequantization.py); tests/gpu/test_compiled_layers_on_cuda.py
-checks the same against its CUDA kernel, eagerly and compiled to Triton (it passed on
-an H200 before the nibbles were unpacked by index arithmetic: bench/RESULTS.md, round 4).
+checks the same against its CUDA kernel, eagerly and compiled to Triton.
 """
 
 from __future__ import annotations
@@ -55,7 +54,10 @@ def _statistics(quant_state: Any) -> _Statistics:
     return quant_state.absmax, quant_state.code, inner.absmax, inner.code, quant_state.offset
 
 
-def _dequantize(packed: torch.Tensor, statistics: _Statistics, layout: _Layout) -> torch.Tensor:
+def _dequantize(
+    packed: torch.Tensor, statistics: _Statistics, layout: _Layout, after: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The dequantized weight; with `after`, computed only once `after` exists (see _Linear4bit)."""
     absmax, code, absmax2, code2, offset = statistics
     shape, blocksize, blocksize2, dtype = layout
     numel = shape.numel()
@@ -72,21 +74,29 @@ def _dequantize(packed: torch.Tensor, statistics: _Statistics, layout: _Layout) 
     else:  # nested: each block's absmax is an 8-bit code with a float32 scale per blocksize2 blocks
         blocks = torch.arange(absmax.numel(), device=absmax.device)
         scales = code2[absmax.long()] * absmax2[blocks // blocksize2] + offset
+    if after is not None:
+        # A data dependency that changes no value: min(|a|, 0) is +0 for any number a (and
+        # NaN only where `after` is already NaN). Inductor cannot prove it constant, as it
+        # does `0 * a`, so the kernel must wait for `after` and cannot merge with an earlier
+        # dequantization of the same weight.
+        scales = scales + after.reshape(-1)[:1].float().abs().clamp(max=0)
     values = code[nibbles] * scales[positions // blocksize]
     return values.to(dtype).reshape(shape)
 
 
 class _Linear4bit(torch.autograd.Function):
-    """x @ W.T with W dequantized by torch ops in the forward (and so in the recompute),
-    and by bitsandbytes' own op for the input gradient.
+    """x @ W.T with W dequantized by torch ops, in the forward (and so in the recompute)
+    and again for the input gradient, where that one waits for the gradient.
 
     With a plain F.linear the backward reuses the W of its recompute, which then lives
     from the recompute to the input gradient together with the layer's other weights:
-    +0.21 GiB at the 7B workload's peak (H200, bench/RESULTS.md). Dequantizing again in
-    torch ops does not help: Inductor fuses the two dequantizations of one weight, which
-    read the same bytes, into one kernel, with the same effect. bitsandbytes' op is
-    opaque to Inductor: it runs where the input gradient needs it, one of the three
-    dequantizations of a weight a step.
+    +0.21 GiB at the 7B workload's peak (H200, bench/RESULTS.md). A second dequantization
+    alone does not help: Inductor fuses the two dequantizations of one weight, which read
+    the same bytes, into one kernel that runs at the recompute. Made to depend on this
+    matmul's output gradient, the second one cannot run before that gradient exists, so
+    each 16-bit weight lives only around its own matmul: three dequantizations of a weight
+    a step, each a generated kernel (bitsandbytes' op, opaque to Inductor, did the same
+    for ~30 us of CPU a call more).
     """
 
     @staticmethod
@@ -95,16 +105,15 @@ class _Linear4bit(torch.autograd.Function):
     ) -> torch.Tensor:
         ctx.save_for_backward(packed)
         ctx.quant_state = quant_state
+        ctx.layout = layout
         return torch.nn.functional.linear(x, _dequantize(packed, _statistics(quant_state), layout))
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:  # type: ignore[override]
-        import bitsandbytes.functional as bnb_functional
-
         grad_x = None
         if ctx.needs_input_grad[0]:
             (packed,) = ctx.saved_tensors
-            weight = bnb_functional.dequantize_4bit(packed, ctx.quant_state).to(grad_output.dtype)
+            weight = _dequantize(packed, _statistics(ctx.quant_state), ctx.layout, after=grad_output)
             grad_x = grad_output @ weight
         return grad_x, None, None, None
 
