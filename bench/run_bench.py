@@ -26,6 +26,9 @@ Variants:
                 feature off too); see worker/training/acceleration.py
   lb+x-<e>      loraboard with the bench-only experiment <e> (bench/experiments.py;
                 e.g. lb+x-cudagraphs)
+  <v>@memory    variant <v> with every allocation recorded (bench/memory_at_peak.py):
+                the result's memory_at_peak says what was alive at the peak; its
+                speed is not a measurement (recording slows the CPU)
 
 Usage (on the GPU machine, after bench/build_gpu_deps.sh here):
   PYTHONPATH=$PWD/.gpu-deps:$PWD python3 bench/run_bench.py --variants reference,loraboard \
@@ -54,6 +57,7 @@ N_SAMPLES = 1000
 MAX_LEN = 1024
 VOCAB = 32000
 TINY_MAX_LEN = 64  # --tiny: same length draws, capped, so a CPU step takes well under a second
+MEMORY_HISTORY = "memory"  # the variant suffix "@memory"
 FIRST_TOKEN_ID = 3  # 0 <unk>, 1 <s>, 2 </s> (also the pad token, as in the classic recipe)
 
 
@@ -291,7 +295,10 @@ def run_variant(args) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     cuda = torch.cuda.is_available()
-    plan = variant_plan(args.child, model_config(args.tiny).hidden_size)
+    variant, _, recording = args.child.partition("@")
+    if recording not in ("", MEMORY_HISTORY):
+        raise SystemExit(f"unknown variant suffix @{recording} (known: @{MEMORY_HISTORY})")
+    plan = variant_plan(variant, model_config(args.tiny).hidden_size)
     # Profiled steps (if any) run after the timed ones, so the profiler does not skew the timing.
     total_steps = args.steps + args.profile_steps if args.steps > 0 else -1
     ref = reference_arguments(tempfile.mkdtemp(prefix="bench-out-"), total_steps, args.tiny)
@@ -332,11 +339,18 @@ def run_variant(args) -> dict:
 
     if cuda:
         torch.cuda.reset_peak_memory_stats()
+    memory = None
+    if recording and cuda:
+        from bench import memory_at_peak
+
+        before_gib = memory_at_peak.start_recording()
     profile = None
     if args.profile_steps:
         profile = _profiled_train(trainer, clock, args)
     else:
         trainer.train()
+    if recording and cuda:
+        memory = memory_at_peak.stop_and_summarize(before_gib)
 
     steps_done = len(clock.times) - 1 - args.profile_steps
     w = min(args.warmup, steps_done - 1)
@@ -380,6 +394,8 @@ def run_variant(args) -> dict:
         result["epoch_s_extrapolated"] = round(total_tokens / tps, 1)
     if profile:
         result["profile"] = profile
+    if memory:
+        result["memory_at_peak"] = memory
     if plan is not None and plan.compile_layers:
         result["dynamo"] = _dynamo_counters()
     return result
