@@ -26,10 +26,6 @@ x-shared-dequant  Round 4's version (a) of the "dequant" feature: each 4-bit wei
               +0.21 GiB at peak, over the reference's memory.
 x-bnb-input-grad  Round 4's version (c): the input gradient's dequantization by
               bitsandbytes' own op (opaque to Inductor) instead of torch ops.
-x-no-autotune Inductor picks its pointwise kernels' launch configs by heuristics instead
-              of timing each candidate at the first steps (which allocates buffers).
-x-no-asserts  Inductor's generated code without its size, stride and alignment asserts
-              on every input of every graph call (Python work on the CPU-bound step).
 """
 
 from __future__ import annotations
@@ -132,28 +128,9 @@ def bitsandbytes_input_gradient(plan: Any) -> None:
     plan.notes.append("experiment: input gradients dequantized by bitsandbytes' op (round 4's version c)")
 
 
-def no_pointwise_autotuning(plan: Any) -> None:
-    import torch._inductor.config
-
-    _require_compiled_layers(plan, "x-no-autotune")
-    torch._inductor.config.triton.autotune_pointwise = False
-    plan.notes.append("experiment: pointwise kernels not autotuned")
-
-
-def no_asserts(plan: Any) -> None:
-    import torch._inductor.config
-
-    _require_compiled_layers(plan, "x-no-asserts")
-    torch._inductor.config.size_asserts = False
-    torch._inductor.config.alignment_asserts = False
-    plan.notes.append("experiment: generated code without size and alignment asserts")
-
-
 EXPERIMENTS = {
     "x-cudagraphs": cuda_graphs,
     "x-cppwrapper": cpp_wrapper,
     "x-shared-dequant": shared_dequantization,
     "x-bnb-input-grad": bitsandbytes_input_gradient,
-    "x-no-autotune": no_pointwise_autotuning,
-    "x-no-asserts": no_asserts,
 }

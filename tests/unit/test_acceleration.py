@@ -37,7 +37,6 @@ def test_hopper_turns_on_bf16_and_fast_attention() -> None:
     # the recipe's optimizer and memory profile stay unless asked for
     assert "optim" not in plan.sft_kwargs and "activation_offloading" not in plan.sft_kwargs
     assert not plan.fp32_adapters
-    assert plan.optimizer_syncs_once  # the recipe's optimizer, one synchronize a step
     assert len(plan.notes) >= 2
 
 
@@ -63,14 +62,13 @@ def test_disable_leaves_features_off() -> None:
     plan = plan_acceleration("cuda", (9, 0), True, False, disable=DEFAULT_FEATURES)
     assert plan.model_kwargs == {"attn_implementation": "sdpa"}
     assert plan.quantization_kwargs == {} and plan.sft_kwargs == {}
-    assert not (plan.liger or plan.no_cudnn_attention or plan.optimizer_syncs_once)
+    assert not (plan.liger or plan.no_cudnn_attention)
 
 
 def test_opt_in_fused_optimizer_and_offload() -> None:
     plan = plan_acceleration("cuda", (9, 0), True, False, enable=frozenset({"optimizer", "offload"}))
     assert plan.sft_kwargs["optim"] == FUSED_OPTIMIZER and plan.fp32_adapters
     assert plan.sft_kwargs["activation_offloading"] is True
-    assert not plan.optimizer_syncs_once  # torch's fused AdamW is not bitsandbytes'
     # offloading is for checkpointed activations only
     no_ckpt = plan_acceleration("cuda", (9, 0), False, False, enable=frozenset({"offload"}))
     assert "activation_offloading" not in no_ckpt.sft_kwargs
@@ -90,20 +88,6 @@ def test_prepare_trainer_casts_only_trainable_parameters_to_fp32() -> None:
     Acceleration(fp32_adapters=True).prepare_trainer(trainer)
     assert trainer.model[0].weight.dtype == torch.bfloat16
     assert trainer.model[1].weight.dtype == torch.float32
-
-
-def test_prepare_trainer_makes_the_optimizer_sync_once_a_step(tmp_path) -> None:
-    pytest.importorskip("bitsandbytes")
-    from transformers import Trainer, TrainingArguments
-
-    arguments = TrainingArguments(
-        output_dir=str(tmp_path), optim="paged_adamw_32bit", use_cpu=True, report_to=[]
-    )
-    for plan, expected in ((Acceleration(optimizer_syncs_once=True), True), (Acceleration(), False)):
-        trainer = Trainer(model=torch.nn.Linear(512, 512), args=arguments)
-        assert plan.prepare_trainer(trainer) is trainer
-        trainer.create_optimizer()
-        assert type(trainer.optimizer).__name__.startswith("Unsynchronized") is expected
 
 
 def test_the_config_overrides_are_valid_sftconfig_arguments(tmp_path) -> None:

@@ -57,3 +57,16 @@ def test_with_dropout_the_gradient_is_the_derivative_of_the_forwards_loss(model_
     assert directional_derivative_error(model, length=41) < 0.01
     if compiled:  # the dropout's seed and salts are tensors: still one graph for every module
         assert counters["stats"]["unique_graphs"] == 1
+
+
+def test_the_layers_compile_without_autotuning_or_asserts(model_dir) -> None:
+    """Timing pointwise kernels' candidates made the 7B run's peak memory; the asserts cost
+    CPU on every call of a CPU-bound step (bench/RESULTS.md, round 5)."""
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch(
+        size_asserts=True, alignment_asserts=True, **{"triton.autotune_pointwise": True}
+    ):
+        lora_model(model_dir, compiled=True)
+        assert not inductor_config.triton.autotune_pointwise
+        assert not inductor_config.size_asserts and not inductor_config.alignment_asserts

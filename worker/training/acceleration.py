@@ -42,10 +42,6 @@ Default features (each can be left off with disable={...}):
   calls a step on the 7B workload; the input gradients' dequantizations too, ordered
   after their gradient so that no 16-bit weight outlives its matmul. See
   bench/RESULTS.md, rounds 4 and 5.
-- "sync-once": bitsandbytes' optimizers (the recipe's paged_adamw_32bit) queue their
-  per-tensor updates without the device synchronize bitsandbytes makes after each one
-  (128 a step on the 7B workload): the same kernels on the same paged memory, one
-  synchronize a step (worker/training/unsynchronized_optimizer.py).
 
 Opt-in features (enable={...}): faster or leaner, but each breaks one of the
 recipe's promises, so the worker turns them on only when asked.
@@ -68,7 +64,7 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
-DEFAULT_FEATURES = frozenset({"sdpa", "bf16", "liger", "compile", "dequant", "sync-once"})
+DEFAULT_FEATURES = frozenset({"sdpa", "bf16", "liger", "compile", "dequant"})
 OPTIONAL_FEATURES = frozenset({"optimizer", "offload"})
 
 # torch.compile costs about a minute on the first steps (80 s for the 7B shape on an
@@ -107,8 +103,6 @@ class Acceleration:
     """With compile_layers: the compiled graph recomputes activations instead of transformers' checkpoint."""
     dequantize_in_graph: bool = False
     """With compile_layers: 4-bit weights dequantized by torch ops the compiled graph fuses."""
-    optimizer_syncs_once: bool = False
-    """bitsandbytes' optimizer step synchronizes the device once, not after every tensor."""
 
     def prepare_model(self, model: Any) -> Any:
         """In-place patches after the base model is loaded, before LoRA wraps it. Returns the model."""
@@ -150,22 +144,12 @@ class Acceleration:
             use_seeded_dropout(model)
         return model
 
-    def prepare_optimizer(self, trainer: Any) -> Any:
-        """Patches to the optimizer `trainer` will create in train(). Returns the trainer."""
-        if self.optimizer_syncs_once:
-            from worker.training.unsynchronized_optimizer import unsynchronize_trainer_optimizer
-
-            unsynchronize_trainer_optimizer(trainer)
-        return trainer
-
     def prepare_trainer(self, trainer: Any) -> Any:
         """Patches after the trainer is built and before trainer.train(). Returns the trainer.
 
-        For callers that let trl make the adapters (the benchmark): prepare_adapters and
-        prepare_optimizer included.
+        For callers that let trl make the adapters (the benchmark): prepare_adapters included.
         """
         self.prepare_adapters(trainer.model)
-        self.prepare_optimizer(trainer)
         if self.fp32_adapters:
             # trl's SFTTrainer casts QLoRA adapters to bf16 in __init__; the optimizer
             # is made in train(), so casting here gives it fp32 parameters and state.
@@ -273,12 +257,6 @@ def plan_acceleration(
             plan.notes.append("Liger Triton kernels for RMSNorm, RoPE and SwiGLU")
         else:
             plan.notes.append("Liger kernels skipped: liger_kernel (or triton) is not installed")
-
-    if "sync-once" in features and "optimizer" not in features:
-        plan.optimizer_syncs_once = True
-        plan.notes.append(
-            "bitsandbytes' optimizer: one device synchronize a step instead of one after every tensor"
-        )
 
     if "optimizer" in features:
         plan.sft_kwargs["optim"] = FUSED_OPTIMIZER
