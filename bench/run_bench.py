@@ -476,7 +476,15 @@ def _profiled_train(trainer, clock, args) -> dict:
     # those of the kernels it launched, so only the device's own events add up to busy time.
     from torch.autograd import DeviceType
 
-    dev = [e for e in events if e.device_type == DeviceType.CUDA and e.self_device_time_total > 0]
+    # A user annotation (the optimizer's "Optimizer.step#...") also has a device-side span,
+    # which again covers its kernels: left out.
+    dev = [
+        e
+        for e in events
+        if e.device_type == DeviceType.CUDA
+        and e.self_device_time_total > 0
+        and not getattr(e, "is_user_annotation", False)
+    ]
     ops = [e for e in events if e.device_type != DeviceType.CUDA and e.self_device_time_total > 0]
     busy_us = sum(e.self_device_time_total for e in dev)
     kernels = sum(e.count for e in dev)

@@ -34,14 +34,15 @@ Default features (each can be left off with disable={...}):
   reference's tokens/s on the 7B workload, at 5.75 against 5.92 GiB peak (measured
   before the seeded dropout, with torch's philox dropout; with it, 2.8x-4.2x on
   H200s). Only for bfloat16 models with hidden size >= COMPILE_MIN_HIDDEN_SIZE:
-  compiling takes up to a minute.
-- "dequant": with "compile", the forward's and the recompute's 4-bit weights are
-  dequantized by torch ops inside the compiled layers
-  (worker/training/graph_dequantization.py), bit-identical to bitsandbytes, instead of
-  a bitsandbytes custom op (Python dispatch, ~50 us of CPU) per matmul: 416 of its 640
-  calls a step on the 7B workload; the input gradients' dequantizations too, ordered
-  after their gradient so that no 16-bit weight outlives its matmul. See
-  bench/RESULTS.md, rounds 4 and 5.
+  compiling takes up to a minute. Inductor's pointwise autotuning and the generated
+  code's asserts are off (compiled_layers.use_lean_generated_code).
+- "dequant": with "compile", every 4-bit weight is dequantized by torch ops inside the
+  compiled layers (worker/training/graph_dequantization.py), bit-identical to
+  bitsandbytes, instead of a bitsandbytes custom op (Python dispatch, ~50 us of CPU)
+  per matmul, 640 calls a step on the 7B workload; the input gradients' after their
+  gradient, so that their 16-bit weights do not live through the recompute: +21-23%
+  tokens/s over the layers with bitsandbytes' ops, 3.75x-3.99x the reference at 5.877
+  against 5.916 GiB (H200, bench/RESULTS.md, round 5).
 
 Opt-in features (enable={...}): faster or leaner, but each breaks one of the
 recipe's promises, so the worker turns them on only when asked.

@@ -93,10 +93,13 @@ class _Linear4bit(torch.autograd.Function):
     +0.21 GiB at the 7B workload's peak (H200, bench/RESULTS.md). A second dequantization
     alone does not help: Inductor fuses the two dequantizations of one weight, which read
     the same bytes, into one kernel that runs at the recompute. Made to depend on this
-    matmul's output gradient, the second one cannot run before that gradient exists, so
-    each 16-bit weight lives only around its own matmul: three dequantizations of a weight
-    a step, each a generated kernel (bitsandbytes' op, opaque to Inductor, did the same
-    for ~30 us of CPU a call more).
+    matmul's output gradient, the second one cannot run before that gradient exists:
+    most 16-bit weights then live only around their own matmul. Three dequantizations of
+    a weight a step, each a generated kernel (bitsandbytes' op, opaque to Inductor, did
+    the same for ~30 us of CPU a call more). One exception on Llama: up_proj's gradient
+    exists before its recompute, and Inductor fused its two dequantizations there (+57
+    MiB at the 7B workload's peak, 5.877 GiB against the classic recipe's 5.916; read
+    from the H200's generated code, bench/RESULTS.md, round 5).
     """
 
     @staticmethod
