@@ -1,4 +1,4 @@
-"""What is alive at the peak of GPU memory: the bench's --memory-history.
+"""What is alive at the peak of GPU memory: the bench's `<variant>@memory` runs.
 
 torch.cuda.memory._record_memory_history keeps every allocation and free with the Python
 stack that made it; replaying that trace finds the moment allocated memory peaked and

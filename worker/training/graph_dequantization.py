@@ -75,10 +75,11 @@ def _dequantize(
         blocks = torch.arange(absmax.numel(), device=absmax.device)
         scales = code2[absmax.long()] * absmax2[blocks // blocksize2] + offset
     if after is not None:
-        # A data dependency that changes no value: min(|a|, 0) is +0 for any number a (and
-        # NaN only where `after` is already NaN). Inductor cannot prove it constant, as it
-        # does `0 * a`, so the kernel must wait for `after` and cannot merge with an earlier
-        # dequantization of the same weight.
+        # A data dependency that changes no value: min(|a|, 0) is +0 for every number a,
+        # infinities included (a NaN first gradient element makes the weight NaN, in a
+        # gradient that is not finite anyway). Inductor cannot prove it constant, as it
+        # does `0 * a`, so the kernel must wait for `after` and cannot merge with an
+        # earlier dequantization of the same weight.
         scales = scales + after.reshape(-1)[:1].float().abs().clamp(max=0)
     values = code[nibbles] * scales[positions // blocksize]
     return values.to(dtype).reshape(shape)
