@@ -61,3 +61,37 @@ def test_the_cpp_wrapper_trains_what_the_eager_layers_train(tmp_path) -> None:
         finally:
             torch._dynamo.reset()  # no C++-wrapped graph left for later tests
     assert not torch._inductor.config.cpp_wrapper
+
+
+def test_layer_pairs_train_what_the_eager_layers_train_and_save_less(tmp_path) -> None:
+    """Two layers in one compiled graph: the eager layers' loss and gradients, one graph,
+    and only the pair's input saved for the backward."""
+    from torch._dynamo.utils import counters
+
+    from tests.compiled_layers_support import (
+        lora_model,
+        loss_and_gradients,
+        save_random_llama,
+        saved_activation_bytes,
+    )
+
+    path = save_random_llama(tmp_path)
+    eager = lora_model(path, compiled=False)
+    per_layer = lora_model(path, compiled=True)
+    per_layer_saved = saved_activation_bytes(per_layer, 40)
+    torch._dynamo.reset()
+    counters.clear()
+    paired = lora_model(path, compiled=True)
+    assert experiments.pair_decoder_layers(paired) == 1
+    for length in (37, 23):
+        eager_loss, eager_gradients = loss_and_gradients(eager, length)
+        loss, gradients = loss_and_gradients(paired, length)
+        assert loss == pytest.approx(eager_loss, rel=1e-5)
+        assert gradients.keys() == eager_gradients.keys() and len(gradients) == 8
+        for name, gradient in eager_gradients.items():
+            assert (gradients[name] - gradient).norm() / gradient.norm() < 1e-4, name
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
+    assert saved_activation_bytes(paired, 40) < per_layer_saved
+    # the second layer is still where it was in the model's tree, and only there
+    names = [name for name, _ in paired.named_parameters()]
+    assert len(names) == len(set(names)) == len(list(eager.named_parameters()))
