@@ -156,6 +156,8 @@ def pair_decoder_layers(model: Any) -> int:
     recompute in the graph) run the next one inside its graph; returns the number of pairs."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
+    from worker.training.class_swap import cached_subclass
+
     layers = [module for module in model.modules() if isinstance(module, GradientCheckpointingLayer)]
     if not all(hasattr(type(layer), "_loraboard_plain_forward") for layer in layers):
         raise SystemExit("x-layer-pairs expects layers compiled with the recompute in the graph")
@@ -164,8 +166,8 @@ def pair_decoder_layers(model: Any) -> int:
         # A plain attribute, not a submodule: the second layer keeps its one place in the
         # model's tree (parameter names, state dict, the adapter peft saves).
         object.__setattr__(first, "_loraboard_second", second)
-        first.__class__ = _subclass_with(type(first), "Paired", forward=_pair_forward)
-        second.__class__ = _subclass_with(type(second), "PassedThrough", forward=_pass_through)
+        first.__class__ = cached_subclass(type(first), "Paired", forward=_pair_forward)
+        second.__class__ = cached_subclass(type(second), "PassedThrough", forward=_pass_through)
         second._compiled_call_impl = None  # the pair's graph runs it; alone it only passes on
     return len(pairs)
 
@@ -178,20 +180,6 @@ def _pair_forward(self: Any, hidden_states: Any, *args: Any, **kwargs: Any) -> A
 
 def _pass_through(self: Any, hidden_states: Any, *args: Any, **kwargs: Any) -> Any:
     return hidden_states
-
-
-_PAIR_CLASSES: dict[tuple[type, str], type] = {}
-
-
-def _subclass_with(base: type, prefix: str, **attributes: Any) -> type:
-    """A cached subclass of `base`, its attributes set after it is made (as
-    compiled_layers._subclass does: transformers wraps the forward of a new subclass)."""
-    if (base, prefix) not in _PAIR_CLASSES:
-        cls = type(f"{prefix}{base.__name__}", (base,), {"__module__": __name__})
-        for name, value in attributes.items():
-            setattr(cls, name, value)
-        _PAIR_CLASSES[(base, prefix)] = cls
-    return _PAIR_CLASSES[(base, prefix)]
 
 
 EXPERIMENTS = {

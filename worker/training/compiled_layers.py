@@ -29,6 +29,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from worker.training.class_swap import cached_subclass
+
 logger = logging.getLogger(__name__)
 
 # Symbolic lengths make one graph for all layers, a second without an attention mask;
@@ -54,8 +56,9 @@ def recompute_in_compiled_graph(layer: Any) -> None:
     code = getattr(forward, "__code__", None)
     if code is not None and code.co_name == "forward_with_checkpointing":
         forward = forward.__wrapped__
-    layer.__class__ = _subclass(
+    layer.__class__ = cached_subclass(
         base,
+        "Compiled",
         forward=layer_forward_without_checkpoint,
         __call__=torch.nn.Module.__call__,
         _loraboard_plain_forward=forward,
@@ -132,20 +135,3 @@ def _has_random_ops(model: Any) -> bool:
         if isinstance(value, (int, float)) and value > 0:
             return True
     return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
-
-
-_SUBCLASSES: dict[type, type] = {}
-
-
-def _subclass(base: type, **attributes: Any) -> type:
-    """One cached subclass of `base` with `attributes` set after the class is made.
-
-    After, on purpose: GradientCheckpointingLayer wraps the forward of every new
-    subclass in __init_subclass__ (transformers >= 5.2x), and this one must stay bare.
-    """
-    if base not in _SUBCLASSES:
-        cls = type(f"Compiled{base.__name__}", (base,), {"__module__": __name__})
-        for name, value in attributes.items():
-            setattr(cls, name, value)
-        _SUBCLASSES[base] = cls
-    return _SUBCLASSES[base]

@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from worker.training.class_swap import cached_subclass
+
 
 def dequantize_4bit(packed: torch.Tensor, quant_state: Any, dtype: torch.dtype) -> torch.Tensor:
     """The weight of shape quant_state.shape in `dtype`, as bitsandbytes' matmul computes it.
@@ -133,9 +135,6 @@ def linear_4bit_in_torch_ops(self: Any, x: torch.Tensor) -> torch.Tensor:
     return output.to(x.dtype)
 
 
-_SUBCLASSES: dict[type, type] = {}
-
-
 def dequantize_in_graph(model: Any) -> int:
     """Make every bitsandbytes 4-bit linear layer of `model` dequantize in torch ops.
 
@@ -148,13 +147,6 @@ def dequantize_in_graph(model: Any) -> int:
     for module in model.modules():
         if not isinstance(module, bnb.nn.Linear4bit):
             continue
-        base = type(module)
-        if base not in _SUBCLASSES:
-            _SUBCLASSES[base] = type(
-                f"GraphDequantized{base.__name__}",
-                (base,),
-                {"forward": linear_4bit_in_torch_ops, "__module__": __name__},
-            )
-        module.__class__ = _SUBCLASSES[base]
+        module.__class__ = cached_subclass(type(module), "GraphDequantized", forward=linear_4bit_in_torch_ops)
         changed += 1
     return changed
