@@ -444,6 +444,24 @@ def _text(output) -> str:
     return output or ""
 
 
+def device_events(events) -> list:
+    """The profiler's events that are the device's own work: kernels and copies.
+
+    A CPU op's self device time repeats that of the kernels it launched, and a user
+    annotation (the optimizer's "Optimizer.step#...") has a device-side span covering its
+    kernels again: summing either with the kernels counts the same work twice.
+    """
+    from torch.autograd import DeviceType
+
+    return [
+        e
+        for e in events
+        if e.device_type == DeviceType.CUDA
+        and e.self_device_time_total > 0
+        and not getattr(e, "is_user_annotation", False)
+    ]
+
+
 def _profiled_train(trainer, clock, args) -> dict:
     """Train, profiling --profile-steps steps after the warm-up: device busy time vs wall time,
     the top kernels and the top CPU ops. Tells launch-bound from compute-bound."""
@@ -472,19 +490,9 @@ def _profiled_train(trainer, clock, args) -> dict:
     if prof is None:
         return {}
     events = prof.key_averages()
-    # Kernels (and copies) are events of their own; a CPU op's self device time repeats
-    # those of the kernels it launched, so only the device's own events add up to busy time.
     from torch.autograd import DeviceType
 
-    # A user annotation (the optimizer's "Optimizer.step#...") also has a device-side span,
-    # which again covers its kernels: left out.
-    dev = [
-        e
-        for e in events
-        if e.device_type == DeviceType.CUDA
-        and e.self_device_time_total > 0
-        and not getattr(e, "is_user_annotation", False)
-    ]
+    dev = device_events(events)
     ops = [e for e in events if e.device_type != DeviceType.CUDA and e.self_device_time_total > 0]
     busy_us = sum(e.self_device_time_total for e in dev)
     kernels = sum(e.count for e in dev)
