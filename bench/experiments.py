@@ -34,6 +34,15 @@ x-layer-pairs Two decoder layers per compiled graph: the first of each pair runs
               saved (half of the 31 x 32 MiB alive at round 5's peak). Not measured on
               a GPU yet. Bench-only: hidden states the model reports per layer are then
               per pair.
+x-skip-guards Dynamo's guards on the compiled layers left unevaluated once the warm-up
+              steps have compiled them (torch.compiler.set_stance with
+              skip_guard_eval_unsafe): round 5's profile put 6-7 ms a step in 32 cache
+              lookups. Unsafe as a default: a batch that needs a graph the warm-up did not
+              compile (a first batch without padding) would run a wrong one.
+x-cublas, x-cublaslt  torch's matmuls through cuBLAS, or cuBLASLt, always, instead of
+              torch's pick per call (torch.backends.cuda.preferred_blas_library): the
+              1,154 matmuls of a step cost 27-32 ms of CPU in round 5's profile, more than
+              their 35 ms on the GPU; the two libraries' host costs per call differ.
 """
 
 from __future__ import annotations
@@ -182,10 +191,59 @@ def _pass_through(self: Any, hidden_states: Any, *args: Any, **kwargs: Any) -> A
     return hidden_states
 
 
+# Steps before the guards are skipped: the bench's untimed warm-up (run_bench --warmup).
+SKIP_GUARDS_AFTER_STEP = 8
+
+
+def skip_guards(plan: Any) -> None:
+    import torch
+    from transformers import TrainerCallback
+
+    _require_compiled_layers(plan, "x-skip-guards")
+
+    class _SkipGuardsAfterWarmUp(TrainerCallback):
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step == SKIP_GUARDS_AFTER_STEP:
+                torch.compiler.set_stance("default", skip_guard_eval_unsafe=True)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            torch.compiler.set_stance("default")
+
+    prepare_trainer = plan.prepare_trainer
+
+    def prepare_trainer_skipping_guards(trainer: Any) -> Any:
+        trainer = prepare_trainer(trainer)
+        trainer.add_callback(_SkipGuardsAfterWarmUp())
+        return trainer
+
+    plan.prepare_trainer = prepare_trainer_skipping_guards
+    plan.notes.append(f"experiment: Dynamo's guards skipped after step {SKIP_GUARDS_AFTER_STEP}")
+
+
+def _blas_library(name: str) -> Any:
+    def use(plan: Any) -> None:
+        import torch
+
+        _require_compiled_layers(plan, f"x-{name}")
+        prepare_model = plan.prepare_model
+
+        def prepare_model_with_blas(model: Any) -> Any:
+            torch.backends.cuda.preferred_blas_library(name)  # process-wide; one variant per process
+            return prepare_model(model)
+
+        plan.prepare_model = prepare_model_with_blas
+        plan.notes.append(f"experiment: every matmul through {name}")
+
+    return use
+
+
 EXPERIMENTS = {
     "x-cudagraphs": cuda_graphs,
     "x-cppwrapper": cpp_wrapper,
     "x-shared-dequant": shared_dequantization,
     "x-bnb-input-grad": bitsandbytes_input_gradient,
     "x-layer-pairs": layer_pairs,
+    "x-skip-guards": skip_guards,
+    "x-cublas": _blas_library("cublas"),
+    "x-cublaslt": _blas_library("cublaslt"),
 }

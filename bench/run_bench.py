@@ -11,6 +11,7 @@ JSON line per variant:
   epoch_s        a whole epoch's wall time (--full-epoch), else
   epoch_s_extrapolated  all the data's tokens / tokens_per_s (labelled as such)
   peak_allocated_gib / peak_reserved_gib   during training (after loading)
+  host_ms_per_phase  median host milliseconds per phase of a timed step (bench/step_phases.py)
 
 Timed steps are warmup+1 .. steps (default 9..40), measured with a device
 synchronize at each step end.
@@ -52,6 +53,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench.step_phases import StepPhases  # noqa: E402  (needs ROOT on the path)
 
 N_SAMPLES = 1000
 MAX_LEN = 1024
@@ -333,6 +336,8 @@ def run_variant(args) -> dict:
     if plan is not None:
         trainer = plan.prepare_trainer(trainer)
     clock = StepClock()
+    phases = StepPhases(clock.sync)
+    phases.install(trainer)  # before the clock's callback: it measures the step end's wait
     trainer.add_callback(clock.callback)
     counter = CountingCollator(trainer.data_collator)
     trainer.data_collator = counter
@@ -374,6 +379,7 @@ def run_variant(args) -> dict:
         "load_peak_allocated_gib": round(load_peak, 3) if load_peak is not None else None,
         "load_s": round(load_s, 1),
         "final_loss": _last_loss(trainer),
+        "host_ms_per_phase": phases.summary(w + 1, steps_done),
         "notes": plan.notes if plan is not None else ["reference recipe as written"],
         "versions": {
             "torch": torch.__version__,

@@ -95,3 +95,51 @@ def test_layer_pairs_train_what_the_eager_layers_train_and_save_less(tmp_path) -
     # the second layer is still where it was in the model's tree, and only there
     names = [name for name, _ in paired.named_parameters()]
     assert len(names) == len(set(names)) == len(list(eager.named_parameters()))
+
+
+def test_skip_guards_starts_after_the_warm_up_and_ends_with_the_training() -> None:
+    from torch._dynamo import eval_frame
+
+    callbacks: list = []
+
+    class _Trainer:
+        model = torch.nn.Linear(1, 1)
+
+        def add_callback(self, callback) -> None:
+            callbacks.append(callback)
+
+    plan = Acceleration(compile_layers=True)
+    experiments.apply(plan, frozenset({"x-skip-guards"}))
+    plan.prepare_trainer(_Trainer())
+    (callback,) = callbacks
+
+    class _State:
+        global_step = 0
+
+    state = _State()
+    try:
+        for step in range(experiments.SKIP_GUARDS_AFTER_STEP + 2):
+            state.global_step = step
+            callback.on_step_begin(None, state, None)
+            assert eval_frame._stance.skip_guard_eval_unsafe == (step >= experiments.SKIP_GUARDS_AFTER_STEP)
+        callback.on_train_end(None, state, None)
+        assert not eval_frame._stance.skip_guard_eval_unsafe
+    finally:
+        torch.compiler.set_stance("default")
+
+
+def test_the_blas_experiments_choose_the_library_before_the_model_runs() -> None:
+    before = torch.backends.cuda.preferred_blas_library()
+    plan = Acceleration(compile_layers=True)
+    experiments.apply(plan, frozenset({"x-cublas"}))
+    model = torch.nn.Linear(2, 2)
+    try:
+        assert plan.prepare_model(model) is model
+        assert torch.backends.cuda.preferred_blas_library() == torch._C._BlasBackend.Cublas
+        if not torch.cuda.is_available():  # a CPU build has no cuBLASLt: the variant fails, loudly
+            lt_plan = Acceleration(compile_layers=True)
+            experiments.apply(lt_plan, frozenset({"x-cublaslt"}))
+            with pytest.raises(RuntimeError, match="cuBLASLt"):
+                lt_plan.prepare_model(model)
+    finally:
+        torch.backends.cuda.preferred_blas_library(before)
