@@ -130,3 +130,46 @@ def test_the_input_gradients_dequantize_in_torch_ops_once_their_gradient_exists(
     recomputed = [table for table, product in products if not depends_on_a_gradient(product)]
     assert len(set(for_gradients)) == len(for_gradients) == 7  # every weight's input gradient
     assert recomputed and len(set(recomputed)) == len(recomputed)  # at most once each
+
+
+def test_q_k_and_v_as_one_matmul_train_what_three_matmuls_train(tmp_path, compile_settings_restored) -> None:
+    """fuse_sibling_projections: the same loss and gradients as the eager layers, with one
+    matmul for q, k and v in the forward graph (the siblings' identical matmuls merged by
+    CSE) and in the backward's recompute, and each input gradient from its own weight."""
+    import bitsandbytes as bnb
+    import torch._inductor.config
+    from torch._dynamo.utils import counters
+
+    def matmuls(graph) -> list:
+        return [
+            node
+            for node in graph.nodes
+            if node.target in (torch.ops.aten.mm.default, torch.ops.aten.bmm.default)
+        ]
+
+    path = save_random_llama(tmp_path)
+    eager = lora_model(path, compiled=False)
+    counters.clear()
+    unfused_graphs: list = []
+    with torch._inductor.config.patch(post_grad_custom_pre_pass=unfused_graphs.append):
+        unfused = lora_model(path, compiled=True, dequantize_in_graph=True)
+        loss_and_gradients(unfused, 40)
+    torch._dynamo.reset()
+    graphs: list = []
+    with torch._inductor.config.patch(post_grad_custom_pre_pass=graphs.append):
+        fused = lora_model(path, compiled=True, dequantize_in_graph=True, fuse_projections=True)
+        for length in (37, 50):
+            eager_loss, eager_gradients = loss_and_gradients(eager, length)
+            loss, gradients = loss_and_gradients(fused, length)
+            assert loss == pytest.approx(eager_loss, rel=1e-5)
+            assert gradients.keys() == eager_gradients.keys() and len(gradients) == 8
+            for name, gradient in eager_gradients.items():
+                assert (gradients[name] - gradient).norm() / gradient.norm() < 1e-4, name
+    siblings = [
+        m for m in fused.modules() if isinstance(m, bnb.nn.Linear4bit) and hasattr(m, "_loraboard_siblings")
+    ]
+    assert len(siblings) == 6  # q, k and v of both layers
+    assert not counters["graph_break"]
+    (forward, backward), (unfused_forward, unfused_backward) = graphs, unfused_graphs
+    assert len(matmuls(forward)) == len(matmuls(unfused_forward)) - 2
+    assert len(matmuls(backward)) == len(matmuls(unfused_backward)) - 2  # the recompute's

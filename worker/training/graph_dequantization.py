@@ -135,6 +135,90 @@ def linear_4bit_in_torch_ops(self: Any, x: torch.Tensor) -> torch.Tensor:
     return output.to(x.dtype)
 
 
+class _SiblingLinear4bit(torch.autograd.Function):
+    """Output `index` of several 4-bit linears on one input (an attention's q, k and v), as
+    a slice of one matmul with the siblings' weights dequantized side by side.
+
+    Each sibling's call computes the same concatenated weight and the same matmul, and
+    AOTAutograd's common-subexpression elimination keeps one of each: one weight kernel and
+    one matmul (forward and recompute) where there were three. The input gradient is the
+    sibling's own, from its own weight dequantized after its gradient (as in _Linear4bit),
+    so no fused weight lives into the backward.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: torch.Tensor,
+        index: int,
+        quant_states: tuple[Any, ...],
+        layouts: tuple[_Layout, ...],
+        *packed: torch.Tensor,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(packed[index])
+        ctx.quant_state = quant_states[index]
+        ctx.layout = layouts[index]
+        ctx.siblings = len(packed)
+        weights = [
+            _dequantize(weight, _statistics(state), layout)
+            for weight, state, layout in zip(packed, quant_states, layouts, strict=True)
+        ]
+        fused = torch.nn.functional.linear(x, torch.cat(weights))
+        start = sum(layout[0][0] for layout in layouts[:index])
+        return fused[..., start : start + layouts[index][0][0]]
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            (packed,) = ctx.saved_tensors
+            weight = _dequantize(packed, _statistics(ctx.quant_state), ctx.layout, after=grad_output)
+            grad_x = grad_output @ weight
+        return (grad_x, None, None, None) + (None,) * ctx.siblings
+
+
+def sibling_linear_4bit_in_torch_ops(self: Any, x: torch.Tensor) -> torch.Tensor:
+    """linear_4bit_in_torch_ops for one of the siblings made by fuse_sibling_projections."""
+    index, siblings = self._loraboard_siblings
+    compute_dtype = self.compute_dtype or x.dtype
+    quant_states = tuple(sibling.weight.quant_state for sibling in siblings)
+    layouts = tuple(_Layout.of(state, compute_dtype) for state in quant_states)
+    weights = tuple(sibling.weight for sibling in siblings)
+    output = _SiblingLinear4bit.apply(x.to(compute_dtype), index, quant_states, layouts, *weights)
+    return output.to(x.dtype)
+
+
+# The projections that read the same input in transformers' attention modules.
+SIBLING_PROJECTIONS = ("q_proj", "k_proj", "v_proj")
+
+
+def fuse_sibling_projections(model: Any) -> int:
+    """Make each attention's q, k and v 4-bit layers (already dequantizing in torch ops) one
+    matmul in the compiled graph; returns how many groups. Call before peft wraps them.
+
+    Only where the three are 4-bit layers of one input size and compute dtype, without bias;
+    other attentions keep one matmul per projection.
+    """
+    groups = 0
+    for module in model.modules():
+        found = [getattr(module, name, None) for name in SIBLING_PROJECTIONS]
+        siblings = [s for s in found if s is not None and type(s).forward is linear_4bit_in_torch_ops]
+        if len(siblings) != len(SIBLING_PROJECTIONS):
+            continue
+        if len({(s.in_features, s.compute_dtype) for s in siblings}) != 1 or any(
+            s.bias is not None for s in siblings
+        ):
+            continue
+        for index, sibling in enumerate(siblings):
+            # A plain attribute, not a submodule: each layer keeps its one place in the model.
+            object.__setattr__(sibling, "_loraboard_siblings", (index, tuple(siblings)))
+            sibling.__class__ = cached_subclass(
+                type(sibling), "Fused", forward=sibling_linear_4bit_in_torch_ops
+            )
+        groups += 1
+    return groups
+
+
 def dequantize_in_graph(model: Any) -> int:
     """Make every bitsandbytes 4-bit linear layer of `model` dequantize in torch ops.
 
