@@ -34,6 +34,13 @@ x-layer-pairs Two decoder layers per compiled graph: the first of each pair runs
               saved (half of the 31 x 32 MiB alive at round 5's peak). Not measured on
               a GPU yet. Bench-only: hidden states the model reports per layer are then
               per pair.
+x-fused-qkv   Each attention's q, k and v 4-bit projections as one matmul in the compiled
+              layers: each sibling computes the same concatenated weight and matmul and
+              takes its slice, and AOTAutograd's CSE keeps one of each (2 matmuls fewer in
+              the forward and in the recompute per layer, checked on CPU); each input
+              gradient stays the sibling's own. H200 2026-11-30 (round 6, one run): 8,571
+              tokens/s against the default's 9,284 in the same call: slower, so not a
+              feature.
 x-skip-guards Dynamo's guards on the compiled layers left unevaluated once the warm-up
               steps have compiled them (torch.compiler.set_stance with
               skip_guard_eval_unsafe): round 5's profile put 6-7 ms a step in 32 cache
@@ -48,6 +55,11 @@ x-cublas, x-cublaslt  torch's matmuls through cuBLAS, or cuBLASLt, always, inste
 from __future__ import annotations
 
 from typing import Any
+
+import torch
+
+from worker.training import graph_dequantization
+from worker.training.class_swap import cached_subclass
 
 CUDA_GRAPH_LENGTH_MULTIPLE = 64
 
@@ -67,7 +79,6 @@ def _require_compiled_layers(plan: Any, name: str) -> None:
 
 
 def cuda_graphs(plan: Any) -> None:
-    import torch
     from transformers.modeling_layers import GradientCheckpointingLayer
 
     _require_compiled_layers(plan, "x-cudagraphs")
@@ -107,10 +118,6 @@ def cpp_wrapper(plan: Any) -> None:
 
 
 def shared_dequantization(plan: Any) -> None:
-    import torch
-
-    from worker.training import graph_dequantization
-
     _require_compiled_layers(plan, "x-shared-dequant")
     if not plan.dequantize_in_graph:
         raise SystemExit("x-shared-dequant changes the dequant feature, which this plan leaves off")
@@ -128,8 +135,6 @@ def shared_dequantization(plan: Any) -> None:
 
 def bitsandbytes_input_gradient(plan: Any) -> None:
     import bitsandbytes.functional as bnb_functional
-
-    from worker.training import graph_dequantization
 
     _require_compiled_layers(plan, "x-bnb-input-grad")
 
@@ -165,8 +170,6 @@ def pair_decoder_layers(model: Any) -> int:
     recompute in the graph) run the next one inside its graph; returns the number of pairs."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
-    from worker.training.class_swap import cached_subclass
-
     layers = [module for module in model.modules() if isinstance(module, GradientCheckpointingLayer)]
     if not all(hasattr(type(layer), "_loraboard_plain_forward") for layer in layers):
         raise SystemExit("x-layer-pairs expects layers compiled with the recompute in the graph")
@@ -191,12 +194,119 @@ def _pass_through(self: Any, hidden_states: Any, *args: Any, **kwargs: Any) -> A
     return hidden_states
 
 
+def fused_qkv(plan: Any) -> None:
+    _require_compiled_layers(plan, "x-fused-qkv")
+    if not plan.dequantize_in_graph:
+        raise SystemExit("x-fused-qkv fuses the graph dequantization, which this plan leaves off")
+    prepare_model = plan.prepare_model
+
+    def prepare_model_with_fused_projections(model: Any) -> Any:
+        model = prepare_model(model)
+        fuse_sibling_projections(model)
+        return model
+
+    plan.prepare_model = prepare_model_with_fused_projections
+    plan.notes.append("experiment: each attention's q, k and v projections as one 4-bit matmul")
+
+
+class _SiblingLinear4bit(torch.autograd.Function):
+    """Output `index` of several 4-bit linears on one input (an attention's q, k and v), as
+    a slice of one matmul with the siblings' weights dequantized side by side.
+
+    Each sibling's call computes the same concatenated weight and the same matmul, and
+    AOTAutograd's common-subexpression elimination keeps one of each: one weight kernel and
+    one matmul (forward and recompute) where there were three. The input gradient is the
+    sibling's own, from its own weight dequantized after its gradient (as in _Linear4bit),
+    so no fused weight lives into the backward.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: torch.Tensor,
+        index: int,
+        quant_states: tuple[Any, ...],
+        layouts: tuple[Any, ...],
+        *packed: torch.Tensor,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(packed[index])
+        ctx.quant_state = quant_states[index]
+        ctx.layout = layouts[index]
+        ctx.siblings = len(packed)
+        weights = [
+            graph_dequantization._dequantize(weight, graph_dequantization._statistics(state), layout)
+            for weight, state, layout in zip(packed, quant_states, layouts, strict=True)
+        ]
+        fused = torch.nn.functional.linear(x, torch.cat(weights))
+        start = sum(layout[0][0] for layout in layouts[:index])
+        return fused[..., start : start + layouts[index][0][0]]
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            (packed,) = ctx.saved_tensors
+            weight = graph_dequantization._dequantize(
+                packed, graph_dequantization._statistics(ctx.quant_state), ctx.layout, after=grad_output
+            )
+            grad_x = grad_output @ weight
+        return (grad_x, None, None, None) + (None,) * ctx.siblings
+
+
+def sibling_linear_4bit_in_torch_ops(self: Any, x: torch.Tensor) -> torch.Tensor:
+    """linear_4bit_in_torch_ops for one of the siblings made by fuse_sibling_projections."""
+    index, siblings = self._loraboard_siblings
+    compute_dtype = self.compute_dtype or x.dtype
+    quant_states = tuple(sibling.weight.quant_state for sibling in siblings)
+    layouts = tuple(graph_dequantization._Layout.of(state, compute_dtype) for state in quant_states)
+    weights = tuple(sibling.weight for sibling in siblings)
+    output = _SiblingLinear4bit.apply(x.to(compute_dtype), index, quant_states, layouts, *weights)
+    return output.to(x.dtype)
+
+
+# The projections that read the same input in transformers' attention modules.
+SIBLING_PROJECTIONS = ("q_proj", "k_proj", "v_proj")
+
+
+def fuse_sibling_projections(model: Any) -> int:
+    """Make each attention's q, k and v 4-bit layers (already dequantizing in torch ops) one
+    matmul in the compiled graph; returns how many groups. Before the layers' first forward
+    (when torch.compile traces them), with or without peft's LoRA layers around them.
+
+    Only where the three are 4-bit layers of one input size and compute dtype, without bias;
+    other attentions keep one matmul per projection.
+    """
+    groups = 0
+    for module in model.modules():
+        # peft's LoRA layers, if already there, hold the 4-bit layers as base_layer
+        found = [getattr(module, name, None) for name in SIBLING_PROJECTIONS]
+        found = [getattr(s, "base_layer", s) for s in found]
+        siblings = [
+            s
+            for s in found
+            if s is not None and type(s).forward is graph_dequantization.linear_4bit_in_torch_ops
+        ]
+        if len(siblings) != len(SIBLING_PROJECTIONS):
+            continue
+        if len({(s.in_features, s.compute_dtype) for s in siblings}) != 1 or any(
+            s.bias is not None for s in siblings
+        ):
+            continue
+        for index, sibling in enumerate(siblings):
+            # A plain attribute, not a submodule: each layer keeps its one place in the model.
+            object.__setattr__(sibling, "_loraboard_siblings", (index, tuple(siblings)))
+            sibling.__class__ = cached_subclass(
+                type(sibling), "Fused", forward=sibling_linear_4bit_in_torch_ops
+            )
+        groups += 1
+    return groups
+
+
 # Steps before the guards are skipped: the bench's untimed warm-up (run_bench --warmup).
 SKIP_GUARDS_AFTER_STEP = 8
 
 
 def skip_guards(plan: Any) -> None:
-    import torch
     from transformers import TrainerCallback
 
     _require_compiled_layers(plan, "x-skip-guards")
@@ -222,8 +332,6 @@ def skip_guards(plan: Any) -> None:
 
 def _blas_library(name: str) -> Any:
     def use(plan: Any) -> None:
-        import torch
-
         _require_compiled_layers(plan, f"x-{name}")
         prepare_model = plan.prepare_model
 
@@ -243,6 +351,7 @@ EXPERIMENTS = {
     "x-shared-dequant": shared_dequantization,
     "x-bnb-input-grad": bitsandbytes_input_gradient,
     "x-layer-pairs": layer_pairs,
+    "x-fused-qkv": fused_qkv,
     "x-skip-guards": skip_guards,
     "x-cublas": _blas_library("cublas"),
     "x-cublaslt": _blas_library("cublaslt"),

@@ -143,3 +143,49 @@ def test_the_blas_experiments_choose_the_library_before_the_model_runs() -> None
                 lt_plan.prepare_model(model)
     finally:
         torch.backends.cuda.preferred_blas_library(before)
+
+
+def test_fused_qkv_trains_what_three_matmuls_train_with_two_matmuls_fewer(tmp_path) -> None:
+    """x-fused-qkv: the eager layers' loss and gradients, with one matmul for q, k and v in
+    the forward graph (the siblings' identical matmuls merged by CSE) and in the backward's
+    recompute, and each input gradient from its own weight."""
+    import bitsandbytes as bnb
+    import torch._inductor.config
+    from torch._dynamo.utils import counters
+
+    from tests.compiled_layers_support import lora_model, loss_and_gradients, save_random_llama
+
+    def matmuls(graph) -> int:
+        return sum(node.target is torch.ops.aten.mm.default for node in graph.nodes)
+
+    plan = Acceleration(compile_layers=True, recompute_in_graph=True)
+    with pytest.raises(SystemExit, match="leaves off"):
+        experiments.apply(plan, frozenset({"x-fused-qkv"}))
+    path = save_random_llama(tmp_path)
+    eager = lora_model(path, compiled=False)
+    torch._dynamo.reset()
+    unfused_graphs: list = []
+    with torch._inductor.config.patch(post_grad_custom_pre_pass=unfused_graphs.append):
+        loss_and_gradients(lora_model(path, compiled=True, dequantize_in_graph=True), 40)
+    torch._dynamo.reset()
+    counters.clear()
+    graphs: list = []
+    with torch._inductor.config.patch(post_grad_custom_pre_pass=graphs.append):
+        fused = lora_model(path, compiled=True, dequantize_in_graph=True)
+        assert experiments.fuse_sibling_projections(fused) == 2  # one group per layer, under peft
+        for length in (37, 50):
+            eager_loss, eager_gradients = loss_and_gradients(eager, length)
+            loss, gradients = loss_and_gradients(fused, length)
+            assert loss == pytest.approx(eager_loss, rel=1e-5)
+            assert gradients.keys() == eager_gradients.keys() and len(gradients) == 8
+            for name, gradient in eager_gradients.items():
+                assert (gradients[name] - gradient).norm() / gradient.norm() < 1e-4, name
+    torch._dynamo.reset()
+    siblings = [
+        m for m in fused.modules() if isinstance(m, bnb.nn.Linear4bit) and hasattr(m, "_loraboard_siblings")
+    ]
+    assert len(siblings) == 6  # q, k and v of both layers
+    assert not counters["graph_break"]
+    (forward, backward), (unfused_forward, unfused_backward) = graphs, unfused_graphs
+    assert matmuls(forward) == matmuls(unfused_forward) - 2
+    assert matmuls(backward) == matmuls(unfused_backward) - 2  # the recompute's

@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_FEATURES = frozenset({"sdpa", "bf16", "liger", "compile", "dequant"})
-OPTIONAL_FEATURES = frozenset({"optimizer", "offload", "fused-qkv"})
+OPTIONAL_FEATURES = frozenset({"optimizer", "offload"})
 
 # torch.compile costs about a minute on the first steps (80 s for the 7B shape on an
 # H100 host): worth it where a step is long, not for the demo's tiny model, whose
@@ -104,8 +104,6 @@ class Acceleration:
     """With compile_layers: the compiled graph recomputes activations instead of transformers' checkpoint."""
     dequantize_in_graph: bool = False
     """With compile_layers: 4-bit weights dequantized by torch ops the compiled graph fuses."""
-    fuse_projections: bool = False
-    """With dequantize_in_graph: each attention's q, k and v projections as one matmul."""
 
     def prepare_model(self, model: Any) -> Any:
         """In-place patches after the base model is loaded, before LoRA wraps it. Returns the model."""
@@ -134,10 +132,7 @@ class Acceleration:
             from worker.training.compiled_layers import compile_decoder_layers
 
             compile_decoder_layers(
-                model,
-                recompute=self.recompute_in_graph,
-                dequantize_in_graph=self.dequantize_in_graph,
-                fuse_projections=self.fuse_projections,
+                model, recompute=self.recompute_in_graph, dequantize_in_graph=self.dequantize_in_graph
             )
         return model
 
@@ -252,9 +247,6 @@ def plan_acceleration(
                 plan.notes.append(
                     "4-bit weights dequantized inside the compiled layers (no bitsandbytes call per matmul)"
                 )
-                if "fused-qkv" in features:
-                    plan.fuse_projections = True
-                    plan.notes.append("each attention's q, k and v projections as one 4-bit matmul")
 
     if "liger" in features and plan.compile_layers:
         plan.notes.append(

@@ -65,9 +65,7 @@ def recompute_in_compiled_graph(layer: Any) -> None:
     )
 
 
-def compile_decoder_layers(
-    model: Any, *, recompute: bool, dequantize_in_graph: bool = False, fuse_projections: bool = False
-) -> int:
+def compile_decoder_layers(model: Any, *, recompute: bool, dequantize_in_graph: bool = False) -> int:
     """Mark every decoder layer of `model` for torch.compile; returns how many.
 
     Compilation is lazy: the first forward traces each layer as it is then, with
@@ -77,8 +75,6 @@ def compile_decoder_layers(
     process-wide; a training worker runs one training per process.
     dequantize_in_graph: the layers' bitsandbytes 4-bit weights are dequantized by torch
     ops inside the graph (graph_dequantization.py) instead of bitsandbytes' custom ops.
-    fuse_projections: with dequantize_in_graph, each attention's q, k and v are one matmul
-    (graph_dequantization.fuse_sibling_projections).
     """
     import torch
     from transformers.modeling_layers import GradientCheckpointingLayer
@@ -102,11 +98,9 @@ def compile_decoder_layers(
         if recompute:
             recompute_in_compiled_graph(layer)
         if dequantize_in_graph:
-            from worker.training import graph_dequantization
+            from worker.training.graph_dequantization import dequantize_in_graph as use_torch_ops
 
-            graph_dequantization.dequantize_in_graph(layer)
-            if fuse_projections:
-                graph_dequantization.fuse_sibling_projections(layer)
+            use_torch_ops(layer)
         layer.compile(dynamic=True)
     return len(layers)
 
