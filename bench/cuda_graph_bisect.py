@@ -15,6 +15,7 @@ parts at a time:
   dropout      + LoRA dropout 0.1, seeded (seeded_dropout.py): the worker's whole path
   bnb-ops      the worker's path with bitsandbytes' own ops instead of the graph dequantization
   no-cudagraphs  the worker's path without CUDA graphs (the control)
+  static-dropout the worker's path with static shapes (one length)
 
 Each case trains 4 steps on lengths that are multiples of 64 (as x-cudagraphs pads them)
 with one padded row per batch, and prints one JSON line: finished or not, the exit code,
@@ -39,7 +40,7 @@ if str(ROOT) not in sys.path:
 
 from bench.run_bench import _fault_report  # noqa: E402  (needs ROOT on the path)
 
-CASES = ("plain", "static", "4bit", "lora", "dropout", "bnb-ops", "no-cudagraphs")
+CASES = ("plain", "static", "4bit", "lora", "dropout", "bnb-ops", "no-cudagraphs", "static-dropout")
 LENGTHS = (128, 192, 128, 256)
 VOCAB = 1000
 
@@ -63,6 +64,7 @@ def build_model(case: str, path: Path, device: str):
     )
     LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(path)
     quantized = case not in ("plain", "static")
+    static = case.startswith("static")
     kwargs = {}
     if quantized:
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -75,8 +77,8 @@ def build_model(case: str, path: Path, device: str):
     compile_decoder_layers(model, recompute=True, dequantize_in_graph=quantized and case != "bnb-ops")
     if case != "no-cudagraphs":
         for layer in model.model.layers:  # replaces compile_decoder_layers' own compile
-            layer.compile(dynamic=case != "static", mode="reduce-overhead")
-    if case in ("lora", "dropout", "bnb-ops", "no-cudagraphs"):
+            layer.compile(dynamic=not static, mode="reduce-overhead")
+    if case in ("lora", "dropout", "bnb-ops", "no-cudagraphs", "static-dropout"):
         from peft import LoraConfig, get_peft_model
 
         from worker.training.seeded_dropout import use_seeded_dropout
@@ -107,7 +109,7 @@ def run_case(case: str) -> dict:
     optimizer = torch.optim.AdamW(trainable, lr=1e-4) if trainable else None
     losses, times = [], []
     generator = torch.Generator().manual_seed(0)
-    for length in LENGTHS if case != "static" else (LENGTHS[0],) * len(LENGTHS):
+    for length in (LENGTHS[0],) * len(LENGTHS) if case.startswith("static") else LENGTHS:
         input_ids = torch.randint(3, VOCAB, (2, length), generator=generator).to(device)
         attention_mask = torch.ones_like(input_ids)
         attention_mask[1, length // 2 :] = 0

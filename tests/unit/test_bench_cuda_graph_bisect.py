@@ -22,9 +22,11 @@ def test_each_case_adds_its_part(case, tmp_path) -> None:
     assert len(quantized) == (0 if case in ("plain", "static") else 14)
     assert len(in_torch_ops) == (0 if case in ("plain", "static", "bnb-ops") else 14)
     lora = [name for name, p in model.named_parameters() if p.requires_grad and "lora_" in name]
-    assert len(lora) == (8 if case in ("lora", "dropout", "bnb-ops", "no-cudagraphs") else 0)
+    assert len(lora) == (
+        8 if case in ("lora", "dropout", "bnb-ops", "no-cudagraphs", "static-dropout") else 0
+    )
     assert len([m for m in modules if isinstance(m, SeededDropout)]) == (
-        4 if case in ("dropout", "bnb-ops", "no-cudagraphs") else 0
+        4 if case in ("dropout", "bnb-ops", "no-cudagraphs", "static-dropout") else 0
     )
     layers = [m for m in modules if type(m).__name__ == "CompiledLlamaDecoderLayer"]
     assert len(layers) == 2 and all(layer._compiled_call_impl is not None for layer in layers)
