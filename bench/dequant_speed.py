@@ -3,8 +3,9 @@ the Triton kernel Inductor generates from graph_dequantization's torch ops.
 
 Each dequantization reads the packed weight (half a byte a value) and its block scales and
 writes the 16-bit weight (2 bytes a value): memory-bound, so the figure of merit is the
-bytes moved per second against the card's bandwidth. The 7B workload runs 672 of them a
-step (three per weight: forward, recompute, input gradient; bench/RESULTS.md, round 6).
+bytes moved per second against the card's bandwidth. The 7B workload runs 640 of them a
+step (each layer's seven weights for the forward and for the input gradients, all but
+down_proj's for the recompute; bench/RESULTS.md, round 6).
 
 Usage (GPU machine): python3 bench/dequant_speed.py [--out f.json]
 """

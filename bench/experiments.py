@@ -11,7 +11,9 @@ x-cudagraphs  The compiled decoder layers replayed as CUDA graphs (torch.compile
               H200s (2026-11-30) died with a segmentation fault (exit -11) in the
               first compiled backward's generated code (faulthandler's stack in
               bench/results/h200-round4-call2.json), with bitsandbytes' ops in the
-              graph or without them.
+              graph or without them. Round 6 (bench/cuda_graph_bisect.py, small model):
+              a plain bf16 Llama's compiled layers crash the same way with symbolic
+              lengths; with static shapes the worker's whole path runs.
 x-cppwrapper  Inductor's C++ wrapper (torch._inductor.config.cpp_wrapper) instead of its
               generated Python: each compiled graph launches its kernels and calls its
               extern ops (mm, bitsandbytes' custom ops) from C++. Aimed at the 55 ms a
@@ -23,7 +25,8 @@ x-shared-dequant  Round 4's version (a) of the "dequant" feature: each 4-bit wei
               backward dequantizes once for both the recompute and the input gradient
               (the default dequantizes again for the input gradient, after it). H200
               2026-11-30: +17% tokens/s over round 3's default in the same call, but
-              +0.21 GiB at peak, over the reference's memory.
+              +0.21 GiB at peak, over the reference's memory. Round 6: no faster than
+              today's default (7,896 against 8,011 and 7,656), 5.970 GiB.
 x-bnb-input-grad  Round 4's version (c): the input gradient's dequantization by
               bitsandbytes' own op (opaque to Inductor) instead of torch ops.
 x-layer-pairs Two decoder layers per compiled graph: the first of each pair runs the
@@ -31,9 +34,10 @@ x-layer-pairs Two decoder layers per compiled graph: the first of each pair runs
               through. Half the graph calls, so half of Dynamo's guard checks and of
               AOTAutograd's wrappers (6-7 and 11-12 ms of CPU a step in round 5's
               profile), and with the recompute in the graph only each pair's input is
-              saved (half of the 31 x 32 MiB alive at round 5's peak). Not measured on
-              a GPU yet. Bench-only: hidden states the model reports per layer are then
-              per pair.
+              saved (half of the 31 x 32 MiB alive at round 5's peak). Bench-only:
+              hidden states the model reports per layer are then per pair. H200 round 6:
+              8,857 against the default's 9,284 tokens/s, at 6.011 GiB (the first layer's
+              recomputed activations live through the second's backward).
 x-fused-qkv   Each attention's q, k and v 4-bit projections as one matmul in the compiled
               layers: each sibling computes the same concatenated weight and matmul and
               takes its slice, and AOTAutograd's CSE keeps one of each (2 matmuls fewer in
@@ -45,11 +49,13 @@ x-skip-guards Dynamo's guards on the compiled layers left unevaluated once the w
               steps have compiled them (torch.compiler.set_stance with
               skip_guard_eval_unsafe): round 5's profile put 6-7 ms a step in 32 cache
               lookups. Unsafe as a default: a batch that needs a graph the warm-up did not
-              compile (a first batch without padding) would run a wrong one.
+              compile (a first batch without padding) would run a wrong one. H200 round
+              6: 9,125 against the default's 9,284 tokens/s (no gain).
 x-cublas, x-cublaslt  torch's matmuls through cuBLAS, or cuBLASLt, always, instead of
               torch's pick per call (torch.backends.cuda.preferred_blas_library): the
               1,154 matmuls of a step cost 27-32 ms of CPU in round 5's profile, more than
               their 35 ms on the GPU; the two libraries' host costs per call differ.
+              H200 round 6, x-cublaslt: 8,411 against the default's 9,284 tokens/s.
 """
 
 from __future__ import annotations

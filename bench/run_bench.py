@@ -399,6 +399,8 @@ def run_variant(args) -> dict:
     else:
         result["epoch_s_extrapolated"] = round(total_tokens / tps, 1)
     if profile:
+        # The profiled steps' own batches: a short batch's step is not a typical one.
+        profile["real_tokens_per_step"] = counter.counts[steps_done : steps_done + args.profile_steps]
         result["profile"] = profile
     if memory:
         result["memory_at_peak"] = memory

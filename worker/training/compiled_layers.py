@@ -1,7 +1,7 @@
 """Loraboard's compiled decoder layers: the "compile" feature of acceleration.py.
 
-At batch 4 a 7B QLoRA step is launch-bound: the CPU issues ~9,000 small kernels
-through Python while the GPU waits (bench/RESULTS.md). Compiling each decoder layer
+At batch 4 the classic recipe's 7B QLoRA step is launch-bound: the CPU issues ~9,000
+small kernels through Python while the GPU waits (bench/RESULTS.md). Compiling each decoder layer
 with torch.compile fuses the elementwise work (RMSNorm, RoPE, SwiGLU, dropout, the
 LoRA scaling) and replaces Python module calls with one generated launcher per graph.
 
@@ -19,9 +19,10 @@ LoRA scaling) and replaces Python module calls with one generated launcher per g
 
 Tracing transformers' checkpoint into the graph instead fails in torch 2.11's
 partitioner ("Node ... was invalid, but is output"); CUDA graphs over these layers
-crashed (RESULTS.md's table of what was tried). With dequantize_in_graph the forward
-and the recompute dequantize the 4-bit weights in the graph itself
-(graph_dequantization.py).
+crash in their first backward with symbolic lengths, a plain bf16 Llama's too (torch
+2.11; with static shapes they run: bench/cuda_graph_bisect.py, RESULTS.md round 6).
+With dequantize_in_graph the forward and the recompute dequantize the 4-bit weights in
+the graph itself (graph_dequantization.py).
 """
 
 from __future__ import annotations
@@ -109,11 +110,11 @@ def use_lean_generated_code() -> None:
     """Inductor settings for the compiled layers (process-wide, read when a graph compiles).
 
     - Pointwise kernels take Inductor's heuristic launch configuration instead of timing
-      the candidates at the first steps: the step is CPU-bound, so the timing buys no
-      speed, and its scratch buffers were the peak of the whole run (5.935 against 5.877
+      the candidates at the first steps: measured no slower without the timing, and its
+      scratch buffers were the peak of the whole run (5.935 against 5.877
       GiB on the 7B workload, over the classic recipe's 5.916; H200, bench/RESULTS.md).
     - The generated code skips its size, stride and alignment asserts on the inputs and
-      outputs of every call: Python work on every layer call of a CPU-bound step (+2.0%
+      outputs of every call: Python work on every layer call of a host-bound forward (+2.0%
       tokens/s over autotuning off alone, one run each in one call). They check what
       Dynamo's guards (the forward's inputs) and AOTAutograd (the backward's) already
       ensure.
