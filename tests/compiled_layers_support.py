@@ -38,6 +38,7 @@ def lora_model(
     device: str = "cpu",
     dtype=torch.float32,
     dequantize_in_graph: bool = False,
+    dequantize_kernel: bool = False,
 ):
     """4-bit NF4 base, LoRA on q and v, gradient checkpointing on, as the worker builds it."""
     from peft import LoraConfig, get_peft_model
@@ -58,7 +59,13 @@ def lora_model(
     )
     model.config.use_cache = False
     if compiled:
-        assert compile_decoder_layers(model, recompute=True, dequantize_in_graph=dequantize_in_graph) == 2
+        layers = compile_decoder_layers(
+            model,
+            recompute=True,
+            dequantize_in_graph=dequantize_in_graph,
+            dequantize_kernel=dequantize_kernel,
+        )
+        assert layers == 2
     torch.manual_seed(1)  # the same adapter initialisation for every model
     model = get_peft_model(
         model, LoraConfig(r=8, lora_alpha=16, lora_dropout=dropout, target_modules=["q_proj", "v_proj"])

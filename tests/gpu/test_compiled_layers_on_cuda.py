@@ -41,13 +41,20 @@ def test_compiled_layers_match_eager_checkpointed_layers_on_cuda(model_dir) -> N
             assert error < 1e-3, name  # TF32-free float32 on both sides; Triton reorders sums
 
 
-def test_with_dropout_the_compiled_recompute_draws_the_forwards_masks_on_cuda(model_dir) -> None:
-    """bfloat16 and torch-op dequantization, as the planner compiles: the compiled layers'
-    gradients with LoRA dropout match the eager checkpointed layers' with the same seeded
-    masks, and are far from the gradients of other masks (what a recompute with a new draw
-    would give)."""
+@pytest.mark.parametrize("kernel", [False, True], ids=["torch-ops", "triton-kernel"])
+def test_with_dropout_the_compiled_recompute_draws_the_forwards_masks_on_cuda(model_dir, kernel) -> None:
+    """bfloat16 and the dequantization in the graph (torch ops, or Loraboard's Triton
+    kernel), as the planner compiles: the compiled layers' gradients with LoRA dropout match
+    the eager checkpointed layers' with the same seeded masks, and are far from the
+    gradients of other masks (what a recompute with a new draw would give)."""
     compiled = lora_model(
-        model_dir, compiled=True, dropout=0.5, device="cuda", dtype=torch.bfloat16, dequantize_in_graph=True
+        model_dir,
+        compiled=True,
+        dropout=0.5,
+        device="cuda",
+        dtype=torch.bfloat16,
+        dequantize_in_graph=True,
+        dequantize_kernel=kernel,
     )
     eager = lora_model(model_dir, compiled=False, dropout=0.5, device="cuda", dtype=torch.bfloat16)
     assert use_seeded_dropout(eager) == 4
@@ -80,3 +87,24 @@ def test_graph_dequantization_is_bitsandbytes_cuda_kernel_bit_for_bit(quant_type
         assert torch.equal(dequantize_4bit(packed, quant_state, torch.bfloat16), expected), shape
         compiled = torch.compile(dequantize_4bit)(packed, quant_state, torch.bfloat16)  # Triton's kernel
         assert torch.equal(compiled, expected), shape
+
+
+@pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
+def test_the_triton_kernel_is_bitsandbytes_cuda_kernel_bit_for_bit(quant_type) -> None:
+    """dequantization_kernel.py on the GPU: eagerly, and compiled with an `after` tensor
+    (as the compiled backward calls it), bitsandbytes' CUDA kernel's values, bit for bit."""
+    import bitsandbytes.functional as bnb_functional
+
+    from worker.training.dequantization_kernel import dequantize
+
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    for shape in ((4096, 4096), (11008, 4096), (4096, 11008), (33, 17)):
+        weight = torch.randn(shape, generator=generator, device="cuda").to(torch.bfloat16)
+        packed, state = bnb_functional.quantize_4bit(weight, blocksize=64, quant_type=quant_type)
+        expected = bnb_functional.dequantize_4bit(packed, state).reshape(-1)
+        numel = weight.numel()
+        assert torch.equal(dequantize(packed, state.absmax, state.code, numel, 64), expected), shape
+        if shape == (4096, 11008):  # one compile: Inductor launches the kernel from its own code
+            after = torch.ones(3, device="cuda")
+            compiled = torch.compile(dequantize)(packed, state.absmax, state.code, numel, 64, after)
+            assert torch.equal(compiled, expected), shape

@@ -160,3 +160,23 @@ def test_prepare_adapters_seeds_lora_dropout_only_for_the_in_graph_recompute() -
     assert isinstance(plain.lora_dropout["default"], torch.nn.Dropout)
     seeded = Acceleration(compile_layers=True, recompute_in_graph=True).prepare_adapters(lora_like())
     assert isinstance(seeded.lora_dropout["default"], SeededDropout)
+
+
+def test_the_dequantization_kernel_is_opt_in_and_needs_the_graph_dequantization(triton_installed) -> None:
+    plan = plan_acceleration("cuda", (9, 0), True, False, hidden_size=4096)
+    assert plan.dequantize_in_graph and not plan.dequantize_kernel
+    plan = plan_acceleration(
+        "cuda", (9, 0), True, False, hidden_size=4096, enable=frozenset({"dequant-kernel"})
+    )
+    assert plan.dequantize_in_graph and plan.dequantize_kernel
+    assert any("Triton kernel" in note for note in plan.notes)
+    plan = plan_acceleration(
+        "cuda",
+        (9, 0),
+        True,
+        False,
+        hidden_size=4096,
+        enable=frozenset({"dequant-kernel"}),
+        disable=frozenset({"dequant"}),
+    )
+    assert not plan.dequantize_in_graph and not plan.dequantize_kernel

@@ -57,6 +57,9 @@ recipe's promises, so the worker turns them on only when asked.
   adapters and their gradients double in size).
 - "offload": trl's activation offloading (checkpointed layer inputs to pinned
   host memory): -0.44 GiB at peak but +0.09 s a step (measured with "optimizer").
+- "dequant-kernel": with "dequant", the weights dequantized by Loraboard's own Triton
+  kernel (worker/training/dequantization_kernel.py) instead of Inductor's kernel from
+  the torch ops. Not measured on the 7B workload yet: opt-in until it is.
 
 On CPU (and on GPUs without CUDA) the plan is empty: training runs as configured.
 """
@@ -68,7 +71,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_FEATURES = frozenset({"sdpa", "bf16", "liger", "compile", "dequant"})
-OPTIONAL_FEATURES = frozenset({"optimizer", "offload"})
+OPTIONAL_FEATURES = frozenset({"optimizer", "offload", "dequant-kernel"})
 
 # torch.compile costs about a minute on the first steps (80 s for the 7B shape on an
 # H100 host): worth it where a step is long, not for the demo's tiny model, whose
@@ -106,6 +109,8 @@ class Acceleration:
     """With compile_layers: the compiled graph recomputes activations instead of transformers' checkpoint."""
     dequantize_in_graph: bool = False
     """With compile_layers: 4-bit weights dequantized by torch ops the compiled graph fuses."""
+    dequantize_kernel: bool = False
+    """With dequantize_in_graph: by Loraboard's Triton kernel where it applies."""
 
     def prepare_model(self, model: Any) -> Any:
         """In-place patches after the base model is loaded, before LoRA wraps it. Returns the model."""
@@ -134,7 +139,10 @@ class Acceleration:
             from worker.training.compiled_layers import compile_decoder_layers
 
             compile_decoder_layers(
-                model, recompute=self.recompute_in_graph, dequantize_in_graph=self.dequantize_in_graph
+                model,
+                recompute=self.recompute_in_graph,
+                dequantize_in_graph=self.dequantize_in_graph,
+                dequantize_kernel=self.dequantize_kernel,
             )
         return model
 
@@ -249,6 +257,9 @@ def plan_acceleration(
                 plan.notes.append(
                     "4-bit weights dequantized inside the compiled layers (no bitsandbytes call per matmul)"
                 )
+                if "dequant-kernel" in features:
+                    plan.dequantize_kernel = True
+                    plan.notes.append("4-bit weights dequantized by Loraboard's Triton kernel")
 
     if "liger" in features and plan.compile_layers:
         plan.notes.append(

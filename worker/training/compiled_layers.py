@@ -66,7 +66,9 @@ def recompute_in_compiled_graph(layer: Any) -> None:
     )
 
 
-def compile_decoder_layers(model: Any, *, recompute: bool, dequantize_in_graph: bool = False) -> int:
+def compile_decoder_layers(
+    model: Any, *, recompute: bool, dequantize_in_graph: bool = False, dequantize_kernel: bool = False
+) -> int:
     """Mark every decoder layer of `model` for torch.compile; returns how many.
 
     Compilation is lazy: the first forward traces each layer as it is then, with
@@ -76,6 +78,8 @@ def compile_decoder_layers(model: Any, *, recompute: bool, dequantize_in_graph: 
     process-wide; a training worker runs one training per process.
     dequantize_in_graph: the layers' bitsandbytes 4-bit weights are dequantized by torch
     ops inside the graph (graph_dequantization.py) instead of bitsandbytes' custom ops.
+    dequantize_kernel: with dequantize_in_graph, by Loraboard's Triton kernel where it
+    applies (dequantization_kernel.py).
     """
     import torch
     from transformers.modeling_layers import GradientCheckpointingLayer
@@ -101,7 +105,7 @@ def compile_decoder_layers(model: Any, *, recompute: bool, dequantize_in_graph: 
         if dequantize_in_graph:
             from worker.training.graph_dequantization import dequantize_in_graph as use_torch_ops
 
-            use_torch_ops(layer)
+            use_torch_ops(layer, kernel=dequantize_kernel)
         layer.compile(dynamic=True)
     return len(layers)
 

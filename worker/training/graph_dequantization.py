@@ -36,12 +36,13 @@ def dequantize_4bit(packed: torch.Tensor, quant_state: Any, dtype: torch.dtype) 
 
 
 class _Layout(tuple):
-    """(shape, blocksize, blocksize of the nested statistics or 0, output dtype): constants."""
+    """(shape, blocksize, blocksize of the nested statistics or 0, output dtype, whether to
+    use Loraboard's Triton kernel where it applies): constants."""
 
     @classmethod
-    def of(cls, quant_state: Any, dtype: torch.dtype) -> _Layout:
+    def of(cls, quant_state: Any, dtype: torch.dtype, kernel: bool = False) -> _Layout:
         inner = quant_state.state2.blocksize if quant_state.nested else 0
-        return cls((quant_state.shape, quant_state.blocksize, inner, dtype))
+        return cls((quant_state.shape, quant_state.blocksize, inner, dtype, kernel))
 
 
 _MaybeTensor = torch.Tensor | None  # a runtime alias: `from __future__` does not cover it
@@ -61,8 +62,13 @@ def _dequantize(
 ) -> torch.Tensor:
     """The dequantized weight; with `after`, computed only once `after` exists (see _Linear4bit)."""
     absmax, code, absmax2, code2, offset = statistics
-    shape, blocksize, blocksize2, dtype = layout
+    shape, blocksize, blocksize2, dtype, kernel = layout
     numel = shape.numel()
+    if kernel and absmax2 is None and dtype == torch.bfloat16 and packed.is_cuda:
+        from worker.training import dequantization_kernel
+
+        # The same values from one hand-written kernel; `after` is one of its inputs.
+        return dequantization_kernel.dequantize(packed, absmax, code, numel, blocksize, after).reshape(shape)
     codes = packed.reshape(-1).view(torch.uint8)
     positions = torch.arange(numel, device=packed.device)
     # Position i's code is the high nibble of byte i // 2 when i is even, else the low one.
@@ -128,25 +134,36 @@ def linear_4bit_in_torch_ops(self: Any, x: torch.Tensor) -> torch.Tensor:
     """bitsandbytes.nn.Linear4bit.forward, with the weight dequantized in torch ops."""
     compute_dtype = self.compute_dtype or x.dtype
     quant_state = self.weight.quant_state
-    layout = _Layout.of(quant_state, compute_dtype)
+    layout = _Layout.of(quant_state, compute_dtype, kernel=self._loraboard_dequantize_kernel)
     output = _Linear4bit.apply(x.to(compute_dtype), self.weight, quant_state, layout)
     if self.bias is not None:
         output = output + self.bias.to(compute_dtype)
     return output.to(x.dtype)
 
 
-def dequantize_in_graph(model: Any) -> int:
+def dequantize_in_graph(model: Any, *, kernel: bool = False) -> int:
     """Make every bitsandbytes 4-bit linear layer of `model` dequantize in torch ops.
 
     Returns how many. Meant for the compiled layers: eagerly, bitsandbytes' own CUDA
-    kernel is as fast and launches fewer kernels.
+    kernel is as fast and launches fewer kernels. kernel: on CUDA, bfloat16 and without
+    nested quantization, Loraboard's Triton kernel (dequantization_kernel.py) instead of
+    the torch ops, which Inductor compiles to a kernel about half as fast.
     """
     import bitsandbytes as bnb
 
+    if kernel:
+        from worker.training import dequantization_kernel
+
+        dequantization_kernel.register()  # before torch.compile traces a call of it
     changed = 0
     for module in model.modules():
         if not isinstance(module, bnb.nn.Linear4bit):
             continue
-        module.__class__ = cached_subclass(type(module), "GraphDequantized", forward=linear_4bit_in_torch_ops)
+        module.__class__ = cached_subclass(
+            type(module),
+            "KernelDequantized" if kernel else "GraphDequantized",
+            forward=linear_4bit_in_torch_ops,
+            _loraboard_dequantize_kernel=kernel,
+        )
         changed += 1
     return changed
