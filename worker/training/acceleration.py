@@ -59,7 +59,9 @@ recipe's promises, so the worker turns them on only when asked.
   host memory): -0.44 GiB at peak but +0.09 s a step (measured with "optimizer").
 - "dequant-kernel": with "dequant", the weights dequantized by Loraboard's own Triton
   kernel (worker/training/dequantization_kernel.py) instead of Inductor's kernel from
-  the torch ops. Not measured on the 7B workload yet: opt-in until it is.
+  the torch ops. Bit-identical to bitsandbytes on an H200; on the 7B workload +1.6% tokens/s
+  (one run, within the spread) at 6.013 GiB peak against 5.877 without it, over the
+  classic recipe's 5.916 (H200, bench/RESULTS.md round 6): opt-in until both improve.
 
 On CPU (and on GPUs without CUDA) the plan is empty: training runs as configured.
 """
