@@ -84,6 +84,19 @@ def _require_compiled_layers(plan: Any, name: str) -> None:
         raise SystemExit(f"{name} changes how the compiled layers run, which this plan does not compile")
 
 
+def _then_in_prepare_model(plan: Any, step: Any) -> None:
+    """Make the plan's prepare_model run step(model) after its own work (the layers' compile
+    included, which is lazy: step still comes before the first trace)."""
+    prepare_model = plan.prepare_model
+
+    def prepare_model_then_step(model: Any) -> Any:
+        model = prepare_model(model)
+        step(model)
+        return model
+
+    plan.prepare_model = prepare_model_then_step
+
+
 def cuda_graphs(plan: Any) -> None:
     from transformers.modeling_layers import GradientCheckpointingLayer
 
@@ -92,10 +105,8 @@ def cuda_graphs(plan: Any) -> None:
     plan.notes.append(
         f"experiment: compiled layers as CUDA graphs, lengths padded to {CUDA_GRAPH_LENGTH_MULTIPLE}"
     )
-    prepare_model = plan.prepare_model
 
-    def prepare_model_with_cuda_graphs(model: Any) -> Any:
-        model = prepare_model(model)
+    def use_cuda_graphs(model: Any) -> None:
         layers = [module for module in model.modules() if isinstance(module, GradientCheckpointingLayer)]
         for layer in layers:
             layer.compile(dynamic=True, mode="reduce-overhead")  # replaces the plan's compile
@@ -108,9 +119,8 @@ def cuda_graphs(plan: Any) -> None:
             if isinstance(child, torch.nn.ModuleList) and layers[0] in child
         )
         holder.register_forward_pre_hook(lambda _module, _args: torch.compiler.cudagraph_mark_step_begin())
-        return model
 
-    plan.prepare_model = prepare_model_with_cuda_graphs
+    _then_in_prepare_model(plan, use_cuda_graphs)
 
 
 def cpp_wrapper(plan: Any) -> None:
@@ -160,14 +170,7 @@ def layer_pairs(plan: Any) -> None:
     _require_compiled_layers(plan, "x-layer-pairs")
     if not plan.recompute_in_graph:
         raise SystemExit("x-layer-pairs needs the recompute in the graph (gradient checkpointing)")
-    prepare_model = plan.prepare_model
-
-    def prepare_model_with_layer_pairs(model: Any) -> Any:
-        model = prepare_model(model)
-        pair_decoder_layers(model)
-        return model
-
-    plan.prepare_model = prepare_model_with_layer_pairs
+    _then_in_prepare_model(plan, pair_decoder_layers)
     plan.notes.append("experiment: two decoder layers per compiled graph")
 
 
@@ -204,14 +207,7 @@ def fused_qkv(plan: Any) -> None:
     _require_compiled_layers(plan, "x-fused-qkv")
     if not plan.dequantize_in_graph:
         raise SystemExit("x-fused-qkv fuses the graph dequantization, which this plan leaves off")
-    prepare_model = plan.prepare_model
-
-    def prepare_model_with_fused_projections(model: Any) -> Any:
-        model = prepare_model(model)
-        fuse_sibling_projections(model)
-        return model
-
-    plan.prepare_model = prepare_model_with_fused_projections
+    _then_in_prepare_model(plan, fuse_sibling_projections)
     plan.notes.append("experiment: each attention's q, k and v projections as one 4-bit matmul")
 
 
@@ -339,13 +335,8 @@ def skip_guards(plan: Any) -> None:
 def _blas_library(name: str) -> Any:
     def use(plan: Any) -> None:
         _require_compiled_layers(plan, f"x-{name}")
-        prepare_model = plan.prepare_model
-
-        def prepare_model_with_blas(model: Any) -> Any:
-            torch.backends.cuda.preferred_blas_library(name)  # process-wide; one variant per process
-            return prepare_model(model)
-
-        plan.prepare_model = prepare_model_with_blas
+        # Process-wide, and one variant per process; read by every matmul, the first one after this.
+        _then_in_prepare_model(plan, lambda _model: torch.backends.cuda.preferred_blas_library(name))
         plan.notes.append(f"experiment: every matmul through {name}")
 
     return use

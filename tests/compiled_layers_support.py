@@ -102,6 +102,23 @@ def loss_and_gradients(model, length: int, device: str = "cpu") -> tuple[float, 
     return output.loss.item(), gradients
 
 
+def assert_trains_like(
+    eager, model, lengths, device: str = "cpu", loss_rel: float = 1e-5, error: float = 1e-4
+) -> None:
+    """`model`'s loss and adapter gradients are `eager`'s for batches of each length: the loss
+    within loss_rel, the same 8 adapter gradients (LoRA A and B on q and v, 2 layers), each
+    within a relative error of `error`."""
+    import pytest
+
+    for length in lengths:
+        eager_loss, eager_gradients = loss_and_gradients(eager, length, device)
+        loss, gradients = loss_and_gradients(model, length, device)
+        assert loss == pytest.approx(eager_loss, rel=loss_rel), length
+        assert gradients.keys() == eager_gradients.keys() and len(gradients) == 8
+        for name, gradient in eager_gradients.items():
+            assert (gradients[name] - gradient).norm() / gradient.norm() < error, (length, name)
+
+
 def directional_derivative_error(model, length: int, device: str = "cpu", seed: int = 3) -> float:
     """|g.d - (L(w + e d) - L(w - e d)) / 2e| / |g.d| along d = g / |g|, with dropout's RNG replayed.
 

@@ -39,7 +39,7 @@ def test_the_cpp_wrapper_trains_what_the_eager_layers_train(tmp_path) -> None:
     custom ops called from C++), recompute in the graph: the eager layers' loss and gradients."""
     import torch._inductor.config
 
-    from tests.compiled_layers_support import lora_model, loss_and_gradients, save_random_llama
+    from tests.compiled_layers_support import assert_trains_like, lora_model, save_random_llama
 
     path = save_random_llama(tmp_path)
     eager = lora_model(path, compiled=False)
@@ -52,12 +52,7 @@ def test_the_cpp_wrapper_trains_what_the_eager_layers_train(tmp_path) -> None:
         assert torch._inductor.config.cpp_wrapper
         compiled = lora_model(path, compiled=True)
         try:
-            for length in (37, 23):
-                eager_loss, eager_gradients = loss_and_gradients(eager, length)
-                compiled_loss, compiled_gradients = loss_and_gradients(compiled, length)
-                assert compiled_loss == pytest.approx(eager_loss, rel=1e-5)
-                for name, gradient in eager_gradients.items():
-                    assert (compiled_gradients[name] - gradient).norm() / gradient.norm() < 1e-4, name
+            assert_trains_like(eager, compiled, (37, 23))
         finally:
             torch._dynamo.reset()  # no C++-wrapped graph left for later tests
     assert not torch._inductor.config.cpp_wrapper
@@ -69,8 +64,8 @@ def test_layer_pairs_train_what_the_eager_layers_train_and_save_less(tmp_path) -
     from torch._dynamo.utils import counters
 
     from tests.compiled_layers_support import (
+        assert_trains_like,
         lora_model,
-        loss_and_gradients,
         save_random_llama,
         saved_activation_bytes,
     )
@@ -83,13 +78,7 @@ def test_layer_pairs_train_what_the_eager_layers_train_and_save_less(tmp_path) -
     counters.clear()
     paired = lora_model(path, compiled=True)
     assert experiments.pair_decoder_layers(paired) == 1
-    for length in (37, 23):
-        eager_loss, eager_gradients = loss_and_gradients(eager, length)
-        loss, gradients = loss_and_gradients(paired, length)
-        assert loss == pytest.approx(eager_loss, rel=1e-5)
-        assert gradients.keys() == eager_gradients.keys() and len(gradients) == 8
-        for name, gradient in eager_gradients.items():
-            assert (gradients[name] - gradient).norm() / gradient.norm() < 1e-4, name
+    assert_trains_like(eager, paired, (37, 23))
     assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
     assert saved_activation_bytes(paired, 40) < per_layer_saved
     # the second layer is still where it was in the model's tree, and only there
@@ -153,7 +142,12 @@ def test_fused_qkv_trains_what_three_matmuls_train_with_two_matmuls_fewer(tmp_pa
     import torch._inductor.config
     from torch._dynamo.utils import counters
 
-    from tests.compiled_layers_support import lora_model, loss_and_gradients, save_random_llama
+    from tests.compiled_layers_support import (
+        assert_trains_like,
+        lora_model,
+        loss_and_gradients,
+        save_random_llama,
+    )
 
     def matmuls(graph) -> int:
         return sum(node.target is torch.ops.aten.mm.default for node in graph.nodes)
@@ -173,13 +167,7 @@ def test_fused_qkv_trains_what_three_matmuls_train_with_two_matmuls_fewer(tmp_pa
     with torch._inductor.config.patch(post_grad_custom_pre_pass=graphs.append):
         fused = lora_model(path, compiled=True, dequantize_in_graph=True)
         assert experiments.fuse_sibling_projections(fused) == 2  # one group per layer, under peft
-        for length in (37, 50):
-            eager_loss, eager_gradients = loss_and_gradients(eager, length)
-            loss, gradients = loss_and_gradients(fused, length)
-            assert loss == pytest.approx(eager_loss, rel=1e-5)
-            assert gradients.keys() == eager_gradients.keys() and len(gradients) == 8
-            for name, gradient in eager_gradients.items():
-                assert (gradients[name] - gradient).norm() / gradient.norm() < 1e-4, name
+        assert_trains_like(eager, fused, (37, 50))
     torch._dynamo.reset()
     siblings = [
         m for m in fused.modules() if isinstance(m, bnb.nn.Linear4bit) and hasattr(m, "_loraboard_siblings")
