@@ -15,27 +15,20 @@ arithmetic of bitsandbytes and of graph_dequantization, bit for bit. bfloat16 on
 compiled layers are for bfloat16 models); nested quantization (8-bit absmax) and other
 dtypes are left to the torch ops.
 
-Only where triton is installed (GPU machines): `available()` says so. On CPU the kernel
-runs under Triton's interpreter (TRITON_INTERPRET=1, set before this module is imported),
-which the CPU tests use.
+Needs triton (GPU machines have it; the planner compiles only where it is installed). On
+CPU the kernel runs under Triton's interpreter (TRITON_INTERPRET=1 in the environment
+before register() first runs), which the CPU tests use.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 
 import torch
 
 # Packed bytes per program (2 x BYTES values): large enough to amortize a program's fixed
 # work, small enough to give an H200's 132 SMs many programs for a 4096x4096 weight.
 BYTES = 1024
-
-
-@functools.cache
-def available() -> bool:
-    """Whether the kernel can run here: triton is installed (it is on GPU machines)."""
-    return importlib.util.find_spec("triton") is not None
 
 
 @functools.cache
