@@ -195,7 +195,9 @@ def test_a_failed_compilation_trains_again_without_it(models_dir, tmp_path, monk
     def failing_backend(graph, example_inputs):
         raise RuntimeError("PassManager::run failed (simulated)")
 
-    def compile_with_a_failing_backend(model, *, recompute, dequantize_in_graph=False):
+    def compile_with_a_failing_backend(
+        model, *, recompute, dequantize_in_graph=False, dequantize_kernel=False
+    ):
         layers = [module for module in model.modules() if isinstance(module, GradientCheckpointingLayer)]
         for layer in layers:
             layer.compile(backend=failing_backend)
