@@ -64,3 +64,22 @@ def test_an_odd_blocksize_is_refused() -> None:
     packed = torch.zeros(8, dtype=torch.uint8)
     with pytest.raises(ValueError, match="odd"):
         dequantize(packed, torch.ones(1), torch.ones(16), 16, 33)
+
+
+def test_off_cuda_the_kernel_flag_leaves_the_torch_ops_in_place() -> None:
+    """dequantize_in_graph(kernel=True) marks the layers for the kernel; where it does not
+    apply (here: CPU tensors) they compute bitsandbytes' own output with the torch ops."""
+    pytest.importorskip("triton")
+    import bitsandbytes as bnb
+
+    from worker.training.graph_dequantization import dequantize_in_graph
+
+    torch.manual_seed(0)
+    layer = bnb.nn.Linear4bit(64, 32, bias=False, compute_dtype=torch.bfloat16, quant_type="nf4")
+    layer.load_state_dict({"weight": torch.randn(32, 64)})
+    layer = layer.to("cpu")  # quantizes
+    x = torch.randn(3, 64, dtype=torch.bfloat16)
+    expected = layer(x)
+    assert dequantize_in_graph(layer, kernel=True) == 1
+    assert type(layer).__name__ == "KernelDequantizedLinear4bit" and layer._loraboard_dequantize_kernel
+    assert torch.equal(layer(x), expected)
