@@ -13,8 +13,13 @@ JSON line per variant:
   peak_allocated_gib / peak_reserved_gib   during training (after loading)
   host_ms_per_phase  median host milliseconds per phase of a timed step (bench/step_phases.py)
 
-Timed steps are warmup+1 .. steps (default 9..40), measured with a device
-synchronize at each step end.
+Timed steps are warmup+1 .. steps (default 9..40). The device is synchronized at the
+ends of the timed window only, so a trainer whose host queues the next step while the
+GPU still runs this one is timed as it trains; --sync-every-step synchronizes at every
+step end instead (rounds 1-6 were timed so: it makes each step wait for the GPU).
+--host-syncs N records where the host waits for the GPU in the N steps after the
+warm-up (bench/host_syncs.py; those steps are slower, so their variant's timing is not
+a measurement).
 
 Variants:
   reference     the recipe as written (fp16 compute, no mixed precision,
@@ -246,9 +251,14 @@ def variant_plan(variant: str, hidden_size: int):
 
 
 class StepClock:
-    """Trainer callback: wall time at the end of every optimizer step (device synchronized)."""
+    """Trainer callback: wall time at the end of every optimizer step.
 
-    def __init__(self):
+    The device is synchronized before the time is taken at the steps in `synced_steps`
+    (the timed window's edges) and at the last step, or at every step when it is None;
+    elsewhere the time is the host's.
+    """
+
+    def __init__(self, synced_steps: set[int] | None = None):
         from transformers import TrainerCallback
 
         clock = self
@@ -259,7 +269,9 @@ class StepClock:
                 clock.times = [time.perf_counter()]
 
             def on_step_end(self, args, state, control, **kw):
-                clock.sync()
+                step = state.global_step
+                if synced_steps is None or step in synced_steps or step == state.max_steps:
+                    clock.sync()
                 clock.times.append(time.perf_counter())
 
         self.callback = _CB()
@@ -335,10 +347,18 @@ def run_variant(args) -> dict:
     )
     if plan is not None:
         trainer = plan.prepare_trainer(trainer)
-    clock = StepClock()
-    phases = StepPhases(clock.sync)
+    window_edges = None if args.sync_every_step else {args.warmup, args.steps}
+    clock = StepClock(window_edges)
+    # Without a synchronize at every step end, the phases are the host's alone (wait ~0).
+    phases = StepPhases(clock.sync if args.sync_every_step else lambda: None)
     phases.install(trainer)  # before the clock's callback: it measures the step end's wait
     trainer.add_callback(clock.callback)
+    host_syncs = None
+    if args.host_syncs and cuda:
+        from bench.host_syncs import HostSyncRecorder
+
+        host_syncs = HostSyncRecorder(first_step=args.warmup + 1, steps=args.host_syncs)
+        host_syncs.install(trainer)
     counter = CountingCollator(trainer.data_collator)
     trainer.data_collator = counter
 
@@ -380,6 +400,9 @@ def run_variant(args) -> dict:
         "load_s": round(load_s, 1),
         "final_loss": _last_loss(trainer),
         "host_ms_per_phase": phases.summary(w + 1, steps_done),
+        "timing": "device synchronized at every step end"
+        if args.sync_every_step
+        else "device synchronized at the timed window's ends only",
         "notes": plan.notes if plan is not None else ["reference recipe as written"],
         "versions": {
             "torch": torch.__version__,
@@ -404,6 +427,8 @@ def run_variant(args) -> dict:
         result["profile"] = profile
     if memory:
         result["memory_at_peak"] = memory
+    if host_syncs is not None:
+        result["host_syncs"] = host_syncs.summary()
     if plan is not None and plan.compile_layers:
         result["dynamo"] = _dynamo_counters()
     return result
@@ -552,6 +577,8 @@ def main(argv=None) -> int:
     p.add_argument("--profile-steps", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--out", help="write the results as a JSON list to this file (e.g. bench/results/x.json)")
     p.add_argument("--variant-timeout", type=float, default=None, help="seconds before a variant is given up")
+    p.add_argument("--sync-every-step", action="store_true", help="synchronize the device at every step end")
+    p.add_argument("--host-syncs", type=int, default=0, help="record host waits in N steps after warm-up")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.full_epoch:
@@ -591,6 +618,10 @@ def main(argv=None) -> int:
         ]
         if args.tiny:
             cmd.append("--tiny")
+        if args.sync_every_step:
+            cmd.append("--sync-every-step")
+        if args.host_syncs:
+            cmd += ["--host-syncs", str(args.host_syncs)]
         if args.full_epoch:
             cmd.append("--full-epoch")
         if variant in profiled:

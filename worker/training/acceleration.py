@@ -47,6 +47,16 @@ Default features (each can be left off with disable={...}):
   Inductor, these kernels ran at half bitsandbytes' speed on the device, standalone
   (round 6).
 
+- "async": steps that do not wait for the GPU, so that the host queues the next step's
+  kernels while the GPU still runs this one's backward. The classic recipe's step waits
+  for the GPU about 135 times: the batch's copy to the device, transformers' check for
+  padding before the SDPA mask (worker/training/padding_mask.py), trl's metrics read
+  with .item() and transformers' token count (worker/training/unread_metrics.py: read at
+  log steps instead), the training loop's NaN/inf check of every loss, and one
+  synchronize after each of bitsandbytes' 128 per-tensor updates
+  (worker/training/queued_optimizer.py). The same arithmetic in the same order; a NaN
+  or infinite loss is logged as it is instead of being replaced by the running mean.
+
 Opt-in features (enable={...}): faster or leaner, but each breaks one of the
 recipe's promises, so the worker turns them on only when asked.
 
@@ -74,7 +84,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_FEATURES = frozenset({"sdpa", "bf16", "liger", "compile", "dequant"})
-OPTIONAL_FEATURES = frozenset({"optimizer", "offload", "dequant-kernel"})
+OPTIONAL_FEATURES = frozenset({"optimizer", "offload", "dequant-kernel", "async"})
 
 # torch.compile costs about a minute on the first steps (80 s for the 7B shape on an
 # H100 host): worth it where a step is long, not for the demo's tiny model, whose
@@ -114,6 +124,8 @@ class Acceleration:
     """With compile_layers: 4-bit weights dequantized by torch ops the compiled graph fuses."""
     dequantize_kernel: bool = False
     """With dequantize_in_graph: by Loraboard's Triton kernel where it applies."""
+    asynchronous_steps: bool = False
+    """No waits for the GPU within a step: SDPA mask, trl's metrics, bitsandbytes' optimizer."""
 
     def prepare_model(self, model: Any) -> Any:
         """In-place patches after the base model is loaded, before LoRA wraps it. Returns the model."""
@@ -123,6 +135,10 @@ class Acceleration:
             # Process-wide: a worker process runs one training at a time. SDPA then
             # picks flash attention (no mask) or memory-efficient attention (mask).
             torch.backends.cuda.enable_cudnn_sdp(False)
+        if self.asynchronous_steps:
+            from worker.training.padding_mask import use_mask_without_host_checks
+
+            use_mask_without_host_checks(model)
         if self.liger:
             # Imported here: liger_kernel (and triton) exist only on GPU machines.
             from liger_kernel.transformers import _apply_liger_kernel_to_instance
@@ -159,11 +175,19 @@ class Acceleration:
         return model
 
     def prepare_trainer(self, trainer: Any) -> Any:
-        """Patches after the trainer is built and before trainer.train(). Returns the trainer.
-
-        For callers that let trl make the adapters (the benchmark): prepare_adapters included.
-        """
+        """prepare_adapters, then prepare_training: for callers that let trl make the adapters
+        (the benchmark). Returns the trainer."""
         self.prepare_adapters(trainer.model)
+        return self.prepare_training(trainer)
+
+    def prepare_training(self, trainer: Any) -> Any:
+        """Patches after the trainer is built and before trainer.train(). Returns the trainer."""
+        if self.asynchronous_steps:
+            from worker.training.queued_optimizer import queue_trainer_optimizer_updates
+            from worker.training.unread_metrics import keep_metrics_on_device
+
+            keep_metrics_on_device(trainer)
+            queue_trainer_optimizer_updates(trainer)
         if self.fp32_adapters:
             # trl's SFTTrainer casts QLoRA adapters to bf16 in __init__; the optimizer
             # is made in train(), so casting here gives it fp32 parameters and state.
@@ -291,6 +315,21 @@ def plan_acceleration(
             )
         else:
             plan.notes.append("activation offloading skipped: it is meant for gradient checkpointing")
+
+    if "async" in features:
+        plan.asynchronous_steps = True
+        plan.sft_kwargs.update(
+            # The batch copied to the GPU from pinned memory without waiting for it.
+            dataloader_pin_memory=True,
+            accelerator_config={"non_blocking": True},
+            # The loop's NaN/inf check reads every step's loss on the host.
+            logging_nan_inf_filter=False,
+        )
+        plan.notes.append(
+            "steps queued without waiting for the GPU (no per-step reads of the loss, metrics or "
+            "padding; bitsandbytes' optimizer without its 128 synchronizes); a NaN or infinite "
+            "loss is logged as it is"
+        )
 
     if packing:
         plan.notes.append("packing as configured")

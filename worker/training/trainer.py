@@ -92,6 +92,8 @@ def run_training(
         processing_class=tokenizer,
         callbacks=[callback],
     )
+    if acceleration is not None:
+        trainer = acceleration.prepare_training(trainer)
     # Derived from the samples trl kept (it drops those truncated to no completion at all).
     num_samples = len(cast(Sized, trainer.train_dataset))
     schedule = derive_schedule(config, num_samples, num_gpus=max(trainer.args.world_size, 1))

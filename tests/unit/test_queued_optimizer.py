@@ -1,0 +1,90 @@
+"""worker/training/queued_optimizer.py: bitsandbytes' updates queued without synchronizes."""
+
+from __future__ import annotations
+
+import pytest
+
+bnb = pytest.importorskip("bitsandbytes")
+
+import torch  # noqa: E402
+
+from worker.training import queued_optimizer  # noqa: E402
+from worker.training.queued_optimizer import queue_updates  # noqa: E402
+
+
+def adapters_like(seed: int = 0) -> list[torch.nn.Parameter]:
+    """LoRA-shaped parameters, over bitsandbytes' 1e5-element threshold for paged state."""
+    generator = torch.Generator().manual_seed(seed)
+    shapes = [(64, 2048), (2048, 64), (64, 2048), (2048, 64), (8,)]
+    return [torch.nn.Parameter(torch.randn(shape, generator=generator)) for shape in shapes]
+
+
+def train(parameters: list[torch.nn.Parameter], optimizer, steps: int = 4) -> None:
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        for parameter in parameters:
+            parameter.grad = torch.randn(parameter.shape, generator=generator)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+
+@pytest.mark.filterwarnings("ignore:Paged optimizers are not supported on CPU")
+@pytest.mark.parametrize("optimizer_class", [bnb.optim.PagedAdamW32bit, bnb.optim.AdamW8bit])
+def test_the_same_updates_without_a_synchronize(monkeypatch, optimizer_class) -> None:
+    import bitsandbytes.optim.optimizer
+
+    synchronized = {"bitsandbytes": 0, "loraboard": 0}
+    monkeypatch.setattr(
+        bitsandbytes.optim.optimizer,
+        "sync_gpu",
+        lambda tensor: synchronized.__setitem__("bitsandbytes", synchronized["bitsandbytes"] + 1),
+    )
+    monkeypatch.setattr(
+        queued_optimizer,
+        "_wait_for_the_device",
+        lambda: synchronized.__setitem__("loraboard", synchronized["loraboard"] + 1),
+    )
+    theirs, ours = adapters_like(), adapters_like()
+    their_optimizer = optimizer_class(theirs, lr=2e-4, weight_decay=0.001)
+    our_optimizer = optimizer_class(ours, lr=2e-4, weight_decay=0.001)
+    assert queue_updates(our_optimizer) and queue_updates(our_optimizer)  # twice: one subclass
+    assert isinstance(our_optimizer, optimizer_class)
+    assert type(our_optimizer).__name__ == f"Queued{optimizer_class.__name__}"
+
+    train(theirs, their_optimizer)
+    train(ours, our_optimizer)
+
+    for their_parameter, our_parameter in zip(theirs, ours, strict=True):
+        assert torch.equal(their_parameter, our_parameter)
+    assert synchronized["bitsandbytes"] == 4 * len(theirs) + (4 if their_optimizer.is_paged else 0)
+    assert synchronized["loraboard"] == 0  # not once in four steps
+
+    for their_values, our_values in zip(
+        their_optimizer.state.values(), our_optimizer.state.values(), strict=True
+    ):
+        assert their_values.keys() == our_values.keys()
+        for key, value in their_values.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(our_values[key])), key
+
+    # Reading the states (a checkpoint) waits for the queued updates first.
+    our_state = our_optimizer.state_dict()
+    assert synchronized["loraboard"] == 1
+    our_optimizer.load_state_dict(our_state)
+    assert synchronized["loraboard"] == 2
+
+
+def test_the_step_keeps_torchs_hooks() -> None:
+    parameters = adapters_like()
+    optimizer = bnb.optim.AdamW8bit(parameters)
+    queue_updates(optimizer)
+    calls = []
+    optimizer.register_step_pre_hook(lambda *args: calls.append("pre"))
+    optimizer.register_step_post_hook(lambda *args: calls.append("post"))
+    train(parameters, optimizer, steps=1)
+    assert calls == ["pre", "post"]
+
+
+def test_other_optimizers_are_left_alone() -> None:
+    optimizer = torch.optim.AdamW(adapters_like())
+    assert not queue_updates(optimizer)
+    assert type(optimizer) is torch.optim.AdamW

@@ -1,0 +1,170 @@
+"""trl's training metrics and transformers' token count, read from the GPU at log steps only.
+
+Every training step, trl's SFTTrainer.compute_loss reads three figures back from the GPU
+with .item() (the step's mean entropy, its token accuracy, its token count), and
+transformers' loop reads the step's token count again for `num_input_tokens_seen` (the
+worker's ETA needs it). Each read makes the host wait until the GPU has caught up,
+so the host cannot queue the next kernels while the GPU is still busy.
+
+The subclass made here keeps the same figures on the GPU until trl's `log` (every
+logging_steps) reads them all at once, and counts the input tokens on the host, from the
+batch the collator made on the CPU, before it goes to the device. Logged values are trl's
+own: the same per-step means, averaged the same way (tests/unit/test_unread_metrics.py).
+
+Only the plain case is taken over: training mode, trl's default negative log-likelihood
+through its fused LM head, one process. Anything else (evaluation, a custom loss, label
+smoothing, DFT, a MoE auxiliary loss, several processes) goes to trl's compute_loss.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import torch
+
+
+def takes_plain_loss(trainer: Any) -> bool:
+    """Whether compute_loss below computes exactly what trl's would for a training step."""
+    return (
+        trainer.compute_loss_func is None
+        and trainer.label_smoother is None
+        and trainer.args.loss_type == "nll"
+        and not trainer.aux_loss_enabled
+        and trainer.accelerator.num_processes == 1
+    )
+
+
+def count_input_tokens(batch: Any, mode: Any, main_input_name: str, pad_token_id: int | None) -> int | None:
+    """transformers' Trainer._track_num_input_tokens count, on a CPU batch; None where it does not apply."""
+    if not isinstance(batch, dict) or main_input_name not in batch:
+        return None
+    if mode != "non_padding":
+        return int(batch[main_input_name].numel())
+    if "attention_mask" in batch:
+        return int(batch["attention_mask"].sum())
+    if pad_token_id is not None:
+        return int((batch[main_input_name] != pad_token_id).sum())
+    return int(batch[main_input_name].numel())
+
+
+class CountingCollator:
+    """A collator that also counts each batch's input tokens on the host, in batch order.
+
+    Each count is kept with its batch's shape, the one thing about a batch on the device
+    that the host knows without waiting for it: a count is only used for a batch of its
+    shape, so a batch collated but never trained on cannot shift the counts.
+    """
+
+    def __init__(self, collator: Any, count: Any, main_input_name: str) -> None:
+        self.collator = collator
+        self.count = count
+        self.main_input_name = main_input_name
+        self.counts: deque[tuple[tuple[int, ...], int]] = deque()
+
+    def __call__(self, examples: Any) -> Any:
+        batch = self.collator(examples)
+        tokens = self.count(batch)
+        if tokens is not None:
+            self.counts.append((tuple(batch[self.main_input_name].shape), tokens))
+        return batch
+
+    def take(self, batch: Any) -> int | None:
+        """The count of `batch` (the next one trained on, now on the device); None if unknown."""
+        shape = tuple(batch[self.main_input_name].shape) if self.main_input_name in batch else None
+        while self.counts:
+            counted_shape, tokens = self.counts.popleft()
+            if counted_shape == shape:
+                return tokens
+        return None
+
+
+_SUBCLASSES: dict[type, type] = {}
+
+
+def unread_metrics_subclass(base: type) -> type:
+    """`base` (trl's SFTTrainer or a subclass) with the metrics kept on the GPU (made once)."""
+    if base in _SUBCLASSES.values():
+        return base
+    if base in _SUBCLASSES:
+        return _SUBCLASSES[base]
+
+    class UnreadMetrics(base):  # type: ignore[misc, valid-type]
+        _unread_tokens: torch.Tensor | None = None
+        _host_token_counts: CountingCollator | None = None
+
+        def compute_loss(
+            self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
+        ) -> Any:
+            if return_outputs or not self.model.training or not takes_plain_loss(self):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            # trl's compute_loss for this case, line for line, without the reads.
+            inputs["use_cache"] = False
+            outputs = model(**inputs, fused_lm_head=True)
+            num_tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+            loss = -outputs.log_probs.sum() / torch.as_tensor(num_tokens).clamp(min=1)
+            with torch.no_grad():
+                # entropy and is_top1 are zero on ignored positions: a step with no valid
+                # position gives 0 / 1 = 0, as trl's `if num_valid > 0 else 0.0` does.
+                valid = outputs.label_mask.sum().clamp(min=1)
+                metrics = self._metrics["train"]
+                metrics["entropy"].append(outputs.entropy.detach().sum() / valid)
+                metrics["mean_token_accuracy"].append(outputs.is_top1.sum() / valid)
+                if "attention_mask" in inputs:
+                    tokens = inputs["attention_mask"].sum()
+                else:
+                    position_ids = inputs["position_ids"]
+                    tokens = torch.tensor(position_ids.size(1), device=position_ids.device)
+                tokens = tokens // self._tp_size
+                self._unread_tokens = tokens if self._unread_tokens is None else self._unread_tokens + tokens
+            return loss
+
+        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+            """Read what the steps left on the GPU, then log as trl does."""
+            if self._unread_tokens is not None:
+                self._total_train_tokens += int(self._unread_tokens)
+                self._unread_tokens = None
+                self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+            for values in self._metrics.values():
+                for key, series in values.items():
+                    values[key] = [float(v) if isinstance(v, torch.Tensor) else v for v in series]
+            super().log(logs, start_time)
+
+        def get_train_dataloader(self) -> Any:
+            """The training batches, counted on the host as the collator makes them."""
+            main_input_name = getattr(self.model, "main_input_name", "input_ids")
+            pad_token_id = getattr(self.processing_class, "pad_token_id", None)
+            mode = self.args.include_num_input_tokens_seen
+            collator: Any = self.data_collator  # type: ignore[has-type]
+            counting = CountingCollator(
+                collator,
+                lambda batch: count_input_tokens(batch, mode, main_input_name, pad_token_id),
+                main_input_name,
+            )
+            self.data_collator = counting
+            try:
+                loader = super().get_train_dataloader()
+            finally:
+                self.data_collator = collator
+            # Collated in worker processes, the counts never reach this one: transformers counts.
+            self._host_token_counts = counting if self.args.dataloader_num_workers == 0 else None
+            return loader
+
+        def _track_num_input_tokens(self, inputs: Any) -> None:
+            counting = self._host_token_counts
+            tokens = None
+            if counting is not None and self.args.include_num_input_tokens_seen != "no":
+                tokens = counting.take(inputs)
+            if tokens is None:
+                return super()._track_num_input_tokens(inputs)
+            self.state.num_input_tokens_seen += tokens
+
+    UnreadMetrics.__name__ = UnreadMetrics.__qualname__ = f"UnreadMetrics{base.__name__}"
+    _SUBCLASSES[base] = UnreadMetrics
+    return UnreadMetrics
+
+
+def keep_metrics_on_device(trainer: Any) -> Any:
+    """Swap `trainer`'s class for the subclass above, in place (before train()). Returns it."""
+    trainer.__class__ = unread_metrics_subclass(type(trainer))
+    return trainer
