@@ -73,6 +73,43 @@ def test_the_same_updates_without_a_synchronize(monkeypatch, optimizer_class) ->
     assert synchronized["loraboard"] == 2
 
 
+@pytest.mark.filterwarnings("ignore:Paged optimizers are not supported on CPU")
+def test_one_update_for_all_tensors_and_checkpoints_in_bitsandbytes_layout(monkeypatch) -> None:
+    import bitsandbytes.functional
+
+    launches = []
+    update = bitsandbytes.functional.optimizer_update_32bit
+    monkeypatch.setattr(
+        bitsandbytes.functional,
+        "optimizer_update_32bit",
+        lambda *a, **k: launches.append(a[1].numel()) or update(*a, **k),
+    )
+    theirs, ours = adapters_like(), adapters_like()
+    their_optimizer = bnb.optim.PagedAdamW32bit(theirs, lr=2e-4, weight_decay=0.001)
+    our_optimizer = bnb.optim.PagedAdamW32bit(ours, lr=2e-4, weight_decay=0.001)
+    queue_updates(our_optimizer)
+    train(theirs, their_optimizer, steps=2)
+    launches.clear()
+    train(ours, our_optimizer, steps=2)
+    assert launches == [sum(p.numel() for p in ours)] * 2  # one update a step, over every tensor
+
+    # A checkpoint of ours loads into bitsandbytes' own optimizer and back, and training goes on the same.
+    checkpoint = our_optimizer.state_dict()
+    assert [state["step"] for state in checkpoint["state"].values()] == [2] * len(ours)
+    restored = bnb.optim.PagedAdamW32bit(ours, lr=2e-4, weight_decay=0.001)
+    restored.load_state_dict(checkpoint)
+    queue_updates(restored)
+    restored.load_state_dict(their_optimizer.state_dict())
+    train(theirs, their_optimizer, steps=2)
+    train(ours, restored, steps=2)
+    for their_parameter, our_parameter in zip(theirs, ours, strict=True):
+        assert torch.equal(their_parameter, our_parameter)
+    for their_values, our_values in zip(their_optimizer.state.values(), restored.state.values(), strict=True):
+        assert their_values["step"] == our_values["step"] == 4
+        assert torch.equal(their_values["state1"], our_values["state1"])
+        assert torch.equal(their_values["state2"], our_values["state2"])
+
+
 def test_the_step_keeps_torchs_hooks() -> None:
     parameters = adapters_like()
     optimizer = bnb.optim.AdamW8bit(parameters)
