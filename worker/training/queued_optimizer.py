@@ -22,7 +22,7 @@ are bit-identical to bitsandbytes' (tests/unit/test_queued_optimizer.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -145,7 +145,7 @@ def update_group_at_once(optimizer: Any, group_index: int, group: dict[str, Any]
 
     states = _group_states(optimizer, group_index, group)
     params = states.params
-    gradients = torch.cat([param.grad.reshape(-1) for param in params])
+    gradients = torch.cat([cast(torch.Tensor, param.grad).reshape(-1) for param in params])
     values = torch.cat([param.reshape(-1) for param in params])
     states.step += 1
     for param in params:
