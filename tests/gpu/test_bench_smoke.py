@@ -65,3 +65,43 @@ def test_bench_runs_both_variants_and_loraboard_is_faster(tmp_path: Path) -> Non
     # No speed claim at this size: on the tiny model the fixed per-kernel costs of the
     # accelerated path dominate (H100, 2026-11-27: reference 9,270 tokens/s, loraboard
     # 6,983). The speed-up is measured on the 7B workload: bench/RESULTS.md.
+
+
+def test_loraboards_steps_wait_for_the_gpu_only_in_trls_fused_head(tmp_path: Path) -> None:
+    """--host-syncs on the tiny Llama: where the host waits for the GPU within a step."""
+    out = tmp_path / "syncs.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH),
+            "--tiny",
+            "--steps",
+            "26",  # a loss is logged every 25 steps
+            "--warmup",
+            "4",
+            "--host-syncs",
+            "3",
+            "--variants",
+            "loraboard,lb-no-async",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = {r["variant"]: r for r in json.loads(out.read_text())}
+    queued, waiting = results["loraboard"]["host_syncs"], results["lb-no-async"]["host_syncs"]
+    assert queued["steps"] == waiting["steps"] == 3
+    # Two waits a step are left: trl's fused LM head selects the labelled positions
+    # (hidden_states[mask], labels[mask]), whose count the host needs.
+    assert queued["per_step"] == 2, queued["sites"]
+    assert all("trl/trainer/utils.py" in site["stack"][-1] for site in queued["sites"]), queued["sites"]
+    # Without "async": bitsandbytes' synchronize after each of the 8 adapter tensors, the
+    # NaN check, trl's metrics, the padding check...
+    assert waiting["per_step"] > 12, waiting["sites"]
+    # The same training: the same batches, the same losses (the mask of a batch without
+    # padding goes to another SDPA kernel; bitsandbytes' arithmetic is the same).
+    assert results["loraboard"]["timed_tokens"] == results["lb-no-async"]["timed_tokens"]
+    assert results["loraboard"]["final_loss"] == pytest.approx(results["lb-no-async"]["final_loss"], rel=5e-3)

@@ -31,8 +31,15 @@ def test_hopper_turns_on_bf16_and_fast_attention() -> None:
     plan = plan_acceleration("cuda", (9, 0), gradient_checkpointing=True, packing=False)
     assert plan.model_kwargs == {"dtype": torch.bfloat16, "attn_implementation": "sdpa"}
     assert plan.quantization_kwargs == {"bnb_4bit_compute_dtype": torch.bfloat16}
-    # one dtype end to end: no autocast on top of a bf16 model
-    assert plan.sft_kwargs == {"bf16": False, "fp16": False}
+    # one dtype end to end: no autocast on top of a bf16 model; steps that do not wait for the GPU
+    assert plan.sft_kwargs == {
+        "bf16": False,
+        "fp16": False,
+        "dataloader_pin_memory": True,
+        "accelerator_config": {"non_blocking": True},
+        "logging_nan_inf_filter": False,
+    }
+    assert plan.asynchronous_steps
     assert plan.no_cudnn_attention
     # the recipe's optimizer and memory profile stay unless asked for
     assert "optim" not in plan.sft_kwargs and "activation_offloading" not in plan.sft_kwargs
