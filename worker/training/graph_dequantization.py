@@ -118,14 +118,7 @@ class _Linear4bit(torch.autograd.Function):
         ctx.save_for_backward(packed)
         ctx.quant_state = quant_state
         ctx.layout = layout
-        # Loraboard's kernel is opaque to Inductor's scheduler, which may run it as soon as
-        # its inputs exist, i.e. all of a layer's weights at the start of the recompute
-        # (a suspected cause of its +0.136 GiB at the 7B workload's peak, round 6). Made
-        # to wait for this matmul's input, each weight is made next to its own matmul.
-        after = x if layout[4] else None
-        return torch.nn.functional.linear(
-            x, _dequantize(packed, _statistics(quant_state), layout, after=after)
-        )
+        return torch.nn.functional.linear(x, _dequantize(packed, _statistics(quant_state), layout))
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:  # type: ignore[override]
