@@ -119,3 +119,27 @@ def test_a_count_is_used_only_for_a_batch_of_its_shape() -> None:
     counting([5, 5, 5])
     assert counting.take({"input_ids": torch.ones(3, 5)}) == 15  # the stale count was dropped
     assert counting.take({"input_ids": torch.ones(3, 5)}) is None  # nothing left: transformers counts
+
+
+def test_a_step_with_a_nan_loss_is_logged_as_transformers_filter_logs_it(models_dir, tmp_path, monkeypatch):  # noqa: F811
+    from transformers import Trainer
+
+    steps = {"count": 0}
+    original_step = Trainer.training_step
+
+    def nan_at_the_fourth_step(self, model, inputs, num_items_in_batch=None):
+        loss = original_step(self, model, inputs, num_items_in_batch)
+        steps["count"] += 1
+        return loss * float("nan") if steps["count"] % 6 == 4 else loss  # the loss only: training goes on
+
+    monkeypatch.setattr(Trainer, "training_step", nan_at_the_fourth_step)
+    theirs = _trainer(models_dir, tmp_path, "trl")  # transformers' filter reads every loss
+    theirs.train()
+    ours = keep_metrics_on_device(_trainer(models_dir, tmp_path, "ours", logging_nan_inf_filter=False))
+    ours.train()
+
+    their_rows, our_rows = _logged(theirs), _logged(ours)
+    assert [row["step"] for row in our_rows] == [3, 6]
+    for their_row, our_row in zip(their_rows, our_rows, strict=True):
+        assert our_row["loss"] == pytest.approx(their_row["loss"], rel=1e-6)
+    assert all(row["loss"] == row["loss"] for row in our_rows)  # not NaN: the step was filtered

@@ -1,15 +1,20 @@
-"""trl's training metrics and transformers' token count, read from the GPU at log steps only.
+"""trl's training metrics, transformers' token count and loss check, read from the GPU at
+log steps only.
 
 Every training step, trl's SFTTrainer.compute_loss reads three figures back from the GPU
 with .item() (the step's mean entropy, its token accuracy, its token count), and
 transformers' loop reads the step's token count again for `num_input_tokens_seen` (the
-worker's ETA needs it). Each read makes the host wait until the GPU has caught up,
+worker's ETA needs it) and the step's loss for its NaN/inf filter
+(`logging_nan_inf_filter`). Each read makes the host wait until the GPU has caught up,
 so the host cannot queue the next kernels while the GPU is still busy.
 
 The subclass made here keeps the same figures on the GPU until trl's `log` (every
 logging_steps) reads them all at once, and counts the input tokens on the host, from the
-batch the collator made on the CPU, before it goes to the device. Logged values are trl's
-own: the same per-step means, averaged the same way (tests/unit/test_unread_metrics.py).
+batch the collator made on the CPU, before it goes to the device. The NaN/inf filter
+runs on the GPU instead (with transformers' own left off): a step whose loss is not
+finite adds the running mean to the logged loss, as transformers' does. Logged values
+are trl's and transformers' own: the same per-step means, averaged the same way
+(tests/unit/test_unread_metrics.py).
 
 Only the plain case is taken over: training mode, trl's default negative log-likelihood
 through its fused LM head, one process. Anything else (evaluation, a custom loss, label
@@ -118,6 +123,16 @@ def unread_metrics_subclass(base: type) -> type:
                 tokens = tokens // self._tp_size
                 self._unread_tokens = tokens if self._unread_tokens is None else self._unread_tokens + tokens
             return loss
+
+        def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
+            """The step's loss, with transformers' logging_nan_inf_filter applied on the device."""
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            running = getattr(self, "_tr_loss", None)
+            if self.args.logging_nan_inf_filter or not isinstance(running, torch.Tensor):
+                return loss  # transformers filters (reading the loss), or there is no loop to filter for
+            # transformers: "if loss is nan or inf simply add the average of previous logged losses"
+            average = running / (1 + self.state.global_step - self._globalstep_last_logged)
+            return torch.where(torch.isfinite(loss), loss, average)
 
         def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
             """Read what the steps left on the GPU, then log as trl does."""
