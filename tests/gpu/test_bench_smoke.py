@@ -32,28 +32,21 @@ FIELDS = {
 }
 
 
-def test_bench_runs_both_variants_and_loraboard_is_faster(tmp_path: Path) -> None:
+def run_tiny_bench(tmp_path: Path, *arguments: str) -> dict[str, dict]:
+    """bench/run_bench.py --tiny with `arguments`: each variant's result by name."""
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH),
-            "--tiny",
-            "--steps",
-            "30",
-            "--warmup",
-            "10",
-            "--variants",
-            "reference,loraboard",
-            "--out",
-            str(out),
-        ],
+        [sys.executable, str(BENCH), "--tiny", *arguments, "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = {r["variant"]: r for r in json.loads(out.read_text())}
+    return {r["variant"]: r for r in json.loads(out.read_text())}
+
+
+def test_bench_runs_both_variants_and_loraboard_is_faster(tmp_path: Path) -> None:
+    results = run_tiny_bench(tmp_path, "--steps", "30", "--warmup", "10", "--variants", "reference,loraboard")
     assert set(results) == {"reference", "loraboard"}
     for r in results.values():
         assert set(r) >= FIELDS, FIELDS - set(r)
@@ -69,29 +62,10 @@ def test_bench_runs_both_variants_and_loraboard_is_faster(tmp_path: Path) -> Non
 
 def test_loraboards_steps_wait_for_the_gpu_only_in_trls_fused_head(tmp_path: Path) -> None:
     """--host-syncs on the tiny Llama: where the host waits for the GPU within a step."""
-    out = tmp_path / "syncs.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH),
-            "--tiny",
-            "--steps",
-            "26",  # a loss is logged every 25 steps
-            "--warmup",
-            "4",
-            "--host-syncs",
-            "3",
-            "--variants",
-            "loraboard,lb-no-async",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
+    # 26 steps: a loss is logged every 25
+    results = run_tiny_bench(
+        tmp_path, "--steps", "26", "--warmup", "4", "--host-syncs", "3", "--variants", "loraboard,lb-no-async"
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = {r["variant"]: r for r in json.loads(out.read_text())}
     queued, waiting = results["loraboard"]["host_syncs"], results["lb-no-async"]["host_syncs"]
     assert queued["steps"] == waiting["steps"] == 3
     # Two waits a step are left: trl's fused LM head selects the labelled positions
