@@ -58,12 +58,14 @@ class HostSyncRecorder:
         warnings.showwarning = self._showwarning
         self._saved_synchronize = torch.cuda.synchronize
         torch.cuda.synchronize = self._synchronize
-        torch.cuda.set_sync_debug_mode("warn")
+        if torch.cuda.is_available():
+            torch.cuda.set_sync_debug_mode("warn")
 
     def stop(self) -> None:
         import torch
 
-        torch.cuda.set_sync_debug_mode("default")
+        if torch.cuda.is_available():
+            torch.cuda.set_sync_debug_mode("default")
         torch.cuda.synchronize = self._saved_synchronize
         warnings.showwarning = self._saved_showwarning
         self._filters.__exit__(None, None, None)

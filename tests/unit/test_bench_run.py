@@ -20,3 +20,34 @@ def test_a_tiny_run_records_phases_and_the_profiled_steps_tokens(tmp_path) -> No
     assert sum(phases.values()) <= 1e3 * result["s_per_step"] * 1.5  # medians of the same steps
     tokens = result["profile"]["real_tokens_per_step"]
     assert len(tokens) == result["profile"]["steps"] == 3 and all(t > 0 for t in tokens)
+
+
+def test_the_clock_synchronizes_at_the_window_ends_only_or_at_every_step(tmp_path) -> None:
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    def train(synced_steps):
+        clock = run_bench.StepClock(synced_steps)
+        synchronized: list[int] = []
+        clock.sync = lambda: synchronized.append(len(clock.times))  # type: ignore[method-assign]
+        trainer = Trainer(
+            model=torch.nn.Linear(4, 1),
+            args=TrainingArguments(
+                output_dir=str(tmp_path),
+                per_device_train_batch_size=2,
+                max_steps=6,
+                report_to="none",
+                use_cpu=True,
+            ),
+            train_dataset=[{"input": torch.randn(4)} for _ in range(12)],
+            compute_loss_func=lambda outputs, labels, num_items_in_batch=None: outputs.pow(2).mean(),
+        )
+        trainer.add_callback(clock.callback)
+        trainer.train()
+        assert len(clock.times) == 7  # train begin and every step end
+        return synchronized
+
+    # When each synchronize ran, as the steps timed before it: at train begin, and at the
+    # ends of steps 2 and 5 (the window's edges) and 6 (the last); or at every step's end.
+    assert train({2, 5}) == [0, 2, 5, 6]
+    assert train(None) == [0, 1, 2, 3, 4, 5, 6]
