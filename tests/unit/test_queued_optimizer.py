@@ -9,7 +9,7 @@ bnb = pytest.importorskip("bitsandbytes")
 import torch  # noqa: E402
 
 from worker.training import queued_optimizer  # noqa: E402
-from worker.training.queued_optimizer import queue_updates  # noqa: E402
+from worker.training.queued_optimizer import queue_updates, updates_at_once  # noqa: E402
 
 
 def adapters_like(seed: int = 0) -> list[torch.nn.Parameter]:
@@ -108,6 +108,24 @@ def test_one_update_for_all_tensors_and_checkpoints_in_bitsandbytes_layout(monke
         assert their_values["step"] == our_values["step"] == 4
         assert torch.equal(their_values["state1"], our_values["state1"])
         assert torch.equal(their_values["state2"], our_values["state2"])
+
+
+def test_other_kernels_keep_their_per_tensor_updates() -> None:
+    theirs, ours = adapters_like(), adapters_like()
+    their_optimizer, our_optimizer = bnb.optim.Lion32bit(theirs), bnb.optim.Lion32bit(ours)
+    queue_updates(our_optimizer)
+    train(theirs, their_optimizer, steps=2)
+    train(ours, our_optimizer, steps=2)
+    assert "_loraboard_group_states" not in our_optimizer.__dict__  # no update at once was made
+    for their_parameter, our_parameter in zip(theirs, ours, strict=True):
+        assert torch.equal(their_parameter, our_parameter)
+    # AdEMAMix is a two-state "adam"-family optimizer with an update_step of its own.
+    parameters = adapters_like()
+    for parameter in parameters:
+        parameter.grad = torch.zeros_like(parameter)
+    ademamix, adamw = bnb.optim.AdEMAMix32bit(parameters), bnb.optim.AdamW32bit(parameters)
+    assert not updates_at_once(ademamix, ademamix.param_groups[0])
+    assert updates_at_once(adamw, adamw.param_groups[0])
 
 
 def test_the_step_keeps_torchs_hooks() -> None:

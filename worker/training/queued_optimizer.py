@@ -76,8 +76,13 @@ class _GroupStates:
 
 def updates_at_once(optimizer: Any, group: dict[str, Any]) -> bool:
     """Whether one update of `group`'s concatenation is bitsandbytes' per-tensor arithmetic."""
+    from bitsandbytes.optim.optimizer import Optimizer2State
+
     params = group["params"]
     if len(params) < 2 or any(param.grad is None for param in params):
+        return False
+    # Adam(W) through Optimizer2State's own update_step only (AdEMAMix, for one, has its own).
+    if optimizer.optimizer_name != "adam" or type(optimizer).update_step is not Optimizer2State.update_step:
         return False
     first = params[0]
     args = optimizer.args
