@@ -19,7 +19,9 @@ GPU still runs this one is timed as it trains; --sync-every-step synchronizes at
 step end instead (rounds 1-6 were timed so: it makes each step wait for the GPU).
 --host-syncs N records where the host waits for the GPU in the N steps after the
 warm-up (bench/host_syncs.py; those steps are slower, so their variant's timing is not
-a measurement).
+a measurement). --profile V profiles variant V in 3 steps after the timed ones (their
+batches may be short ones), or with --profile-window the timed steps themselves (then
+their timing is not a measurement).
 
 Variants:
   reference     the recipe as written (fp16 compute, no mixed precision,
@@ -370,8 +372,10 @@ def run_variant(args) -> dict:
 
         before_gib = memory_at_peak.start_recording()
     profile = None
-    if args.profile_steps:
-        profile = _profiled_train(trainer, clock, args)
+    if args.profile_window:  # the timed steps themselves: their timing is then not a measurement
+        profile = _profiled_train(trainer, clock, args.warmup, args.steps - args.warmup)
+    elif args.profile_steps:
+        profile = _profiled_train(trainer, clock, args.steps, args.profile_steps)
     else:
         trainer.train()
     if recording and cuda:
@@ -423,7 +427,11 @@ def run_variant(args) -> dict:
         result["epoch_s_extrapolated"] = round(total_tokens / tps, 1)
     if profile:
         # The profiled steps' own batches: a short batch's step is not a typical one.
-        profile["real_tokens_per_step"] = counter.counts[steps_done : steps_done + args.profile_steps]
+        if args.profile_window:
+            profile["real_tokens_per_step"] = counter.counts[w:steps_done]
+            result["timing"] = "profiled (--profile-window): not a measurement"
+        else:
+            profile["real_tokens_per_step"] = counter.counts[steps_done : steps_done + args.profile_steps]
         result["profile"] = profile
     if memory:
         result["memory_at_peak"] = memory
@@ -495,24 +503,23 @@ def device_events(events) -> list:
     ]
 
 
-def _profiled_train(trainer, clock, args) -> dict:
-    """Train, profiling --profile-steps steps after the warm-up: device busy time vs wall time,
+def _profiled_train(trainer, clock, after_step: int, n: int) -> dict:
+    """Train, profiling the n steps after step `after_step`: device busy time vs wall time,
     the top kernels and the top CPU ops. Tells launch-bound from compute-bound."""
     import torch
     from torch.profiler import ProfilerActivity, profile
     from transformers import TrainerCallback
 
-    n = args.profile_steps
     state = {"prof": None}
 
     class _Prof(TrainerCallback):
         def on_step_end(self, a, s, c, **kw):
-            if s.global_step == args.steps:
+            if s.global_step == after_step:
                 acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
                 state["prof"] = profile(activities=acts)
                 state["prof"].__enter__()
                 state["t0"] = time.perf_counter()
-            elif s.global_step == args.steps + n and state["prof"] is not None:
+            elif s.global_step == after_step + n and state["prof"] is not None:
                 clock.sync()
                 state["wall"] = time.perf_counter() - state["t0"]
                 state["prof"].__exit__(None, None, None)
@@ -575,6 +582,11 @@ def main(argv=None) -> int:
     p.add_argument("--model-dir", help="reuse a saved model directory instead of building one")
     p.add_argument("--profile", default="", help="comma-separated variants to profile (torch.profiler)")
     p.add_argument("--profile-steps", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--profile-window",
+        action="store_true",
+        help="profile the timed steps themselves (typical batches) instead of 3 steps after them",
+    )
     p.add_argument("--out", help="write the results as a JSON list to this file (e.g. bench/results/x.json)")
     p.add_argument("--variant-timeout", type=float, default=None, help="seconds before a variant is given up")
     p.add_argument("--sync-every-step", action="store_true", help="synchronize the device at every step end")
@@ -625,7 +637,7 @@ def main(argv=None) -> int:
         if args.full_epoch:
             cmd.append("--full-epoch")
         if variant in profiled:
-            cmd += ["--profile-steps", "3"]
+            cmd += ["--profile-window"] if args.profile_window else ["--profile-steps", "3"]
         t0 = time.perf_counter()
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.variant_timeout)

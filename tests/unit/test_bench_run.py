@@ -22,6 +22,16 @@ def test_a_tiny_run_records_phases_and_the_profiled_steps_tokens(tmp_path) -> No
     assert len(tokens) == result["profile"]["steps"] == 3 and all(t > 0 for t in tokens)
 
 
+def test_profile_window_profiles_the_timed_steps_themselves(tmp_path) -> None:
+    out = tmp_path / "bench.json"
+    argv = ["--tiny", "--variants", "reference", "--steps", "6", "--warmup", "2", "--profile", "reference"]
+    assert run_bench.main([*argv, "--profile-window", "--out", str(out)]) == 0
+    (result,) = json.loads(out.read_text())
+    assert result["timed_steps"] == "3..6" and result["profile"]["steps"] == 4
+    assert sum(result["profile"]["real_tokens_per_step"]) == result["timed_tokens"]
+    assert "not a measurement" in result["timing"]
+
+
 def test_the_clock_synchronizes_at_the_window_ends_only_or_at_every_step(tmp_path) -> None:
     import torch
     from transformers import Trainer, TrainingArguments
