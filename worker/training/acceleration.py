@@ -49,10 +49,11 @@ Default features (each can be left off with disable={...}):
 
 - "async": steps that do not wait for the GPU, so that the host queues the next step's
   kernels while the GPU still runs this one's backward. The classic recipe's step waits
-  for the GPU about 135 times: the batch's copy to the device, transformers' check for
-  padding before the SDPA mask (worker/training/padding_mask.py), trl's metrics read
-  with .item() and transformers' token count (worker/training/unread_metrics.py: read at
-  log steps instead), the training loop's NaN/inf check of every loss, and one
+  for the GPU about 135 times (counted from the code): the batch's copy to the device,
+  transformers' check for padding before the SDPA mask (worker/training/padding_mask.py),
+  trl's metrics read with .item() and transformers' token count
+  (worker/training/unread_metrics.py: read at log steps instead), the training loop's
+  NaN/inf check of every loss, and one
   synchronize after each of bitsandbytes' 128 per-tensor updates
   (worker/training/queued_optimizer.py, which also makes the 128 updates one). Two
   waits are left, in trl's fused LM head (it selects the labelled positions). The same
