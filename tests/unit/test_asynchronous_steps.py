@@ -9,46 +9,21 @@ from __future__ import annotations
 
 import pytest
 
-from tests.training_support import models_dir  # noqa: F401  (fixture)
+from tests.training_support import demo_sft_trainer, models_dir  # noqa: F401  (fixture)
 from worker.training.acceleration import Acceleration
 
 
 def _train(models_dir, tmp_path, name: str, acceleration: Acceleration | None):  # noqa: F811
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, set_seed
-    from trl import SFTConfig, SFTTrainer
-
-    from app.run_config import DEMO_MODEL_ID
-    from worker.training.model_loading import load_tokenizer
-
-    set_seed(0)
-    path = str(models_dir / DEMO_MODEL_ID)
-    model = AutoModelForCausalLM.from_pretrained(path)
-    if acceleration is not None:
-        model = acceleration.prepare_model(model)
-    data = Dataset.from_list(
-        [{"prompt": "word " * (1 + i % 5), "completion": " answer" * (1 + i % 3)} for i in range(32)]
-    )
-    trainer = SFTTrainer(
-        model=model,
-        args=SFTConfig(
-            output_dir=str(tmp_path / name),
-            per_device_train_batch_size=4,
-            max_steps=8,
-            logging_steps=4,
-            learning_rate=1e-3,
-            optim="paged_adamw_32bit",
-            max_grad_norm=0.3,
-            include_num_input_tokens_seen="non_padding",
-            logging_nan_inf_filter=acceleration is None,
-            use_cpu=True,
-            report_to="none",
-            save_strategy="no",
-            seed=0,
-            dataloader_pin_memory=False,
-        ),
-        train_dataset=data,
-        processing_class=load_tokenizer(path),
+    trainer = demo_sft_trainer(
+        models_dir,
+        tmp_path / name,
+        prepare_model=acceleration.prepare_model if acceleration is not None else None,
+        samples=32,
+        max_steps=8,
+        logging_steps=4,
+        optim="paged_adamw_32bit",
+        max_grad_norm=0.3,
+        logging_nan_inf_filter=acceleration is None,
     )
     if acceleration is not None:
         trainer = acceleration.prepare_training(trainer)

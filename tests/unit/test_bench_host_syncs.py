@@ -11,6 +11,7 @@ import warnings
 import torch
 
 from bench.host_syncs import SYNC_WARNING, HostSyncRecorder
+from tests.training_support import six_step_trainer
 
 
 class _WaitingModel(torch.nn.Module):
@@ -27,22 +28,10 @@ class _WaitingModel(torch.nn.Module):
 
 
 def test_records_each_wait_of_the_window_steps_by_call_site(tmp_path, monkeypatch) -> None:
-    from transformers import Trainer, TrainingArguments
-
     synchronized = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda: synchronized.append(1))
     data = [{"x": torch.randn(4), "labels": torch.randn(())} for _ in range(12)]
-    trainer = Trainer(
-        model=_WaitingModel(),
-        args=TrainingArguments(
-            output_dir=str(tmp_path),
-            per_device_train_batch_size=2,
-            max_steps=6,
-            report_to="none",
-            use_cpu=True,
-        ),
-        train_dataset=data,
-    )
+    trainer = six_step_trainer(_WaitingModel(), tmp_path, data)
     recorder = HostSyncRecorder(first_step=3, steps=2)
     recorder.install(trainer)
     with warnings.catch_warnings(record=True) as shown:

@@ -7,6 +7,7 @@ import json
 
 from bench import run_bench
 from bench.step_phases import PHASES
+from tests.training_support import six_step_trainer
 
 
 def test_a_tiny_run_records_phases_and_the_profiled_steps_tokens(tmp_path) -> None:
@@ -34,22 +35,15 @@ def test_profile_window_profiles_the_timed_steps_themselves(tmp_path) -> None:
 
 def test_the_clock_synchronizes_at_the_window_ends_only_or_at_every_step(tmp_path) -> None:
     import torch
-    from transformers import Trainer, TrainingArguments
 
     def train(synced_steps):
         clock = run_bench.StepClock(synced_steps)
         synchronized: list[int] = []
         clock.sync = lambda: synchronized.append(len(clock.times))  # type: ignore[method-assign]
-        trainer = Trainer(
-            model=torch.nn.Linear(4, 1),
-            args=TrainingArguments(
-                output_dir=str(tmp_path),
-                per_device_train_batch_size=2,
-                max_steps=6,
-                report_to="none",
-                use_cpu=True,
-            ),
-            train_dataset=[{"input": torch.randn(4)} for _ in range(12)],
+        trainer = six_step_trainer(
+            torch.nn.Linear(4, 1),
+            tmp_path,
+            [{"input": torch.randn(4)} for _ in range(12)],
             compute_loss_func=lambda outputs, labels, num_items_in_batch=None: outputs.pow(2).mean(),
         )
         trainer.add_callback(clock.callback)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from bench.step_phases import PHASES, StepPhases
+from tests.training_support import six_step_trainer
 
 
 class _SlowBackwardModel(torch.nn.Module):
@@ -24,22 +25,8 @@ class _SlowBackwardModel(torch.nn.Module):
 
 
 def test_each_phase_of_a_training_step_is_timed_and_they_add_up_to_the_step(tmp_path) -> None:
-    from transformers import Trainer, TrainingArguments
-
     data = [{"x": torch.randn(4), "labels": torch.randn(())} for _ in range(16)]
-    trainer = Trainer(
-        model=_SlowBackwardModel(),
-        args=TrainingArguments(
-            output_dir=str(tmp_path),
-            per_device_train_batch_size=2,
-            max_steps=6,
-            max_grad_norm=1.0,
-            report_to="none",
-            use_cpu=True,
-            save_strategy="no",
-        ),
-        train_dataset=data,
-    )
+    trainer = six_step_trainer(_SlowBackwardModel(), tmp_path, data, max_grad_norm=1.0)
     synchronized = []
     phases = StepPhases(lambda: synchronized.append(time.perf_counter()))
     phases.install(trainer)

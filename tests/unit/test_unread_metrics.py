@@ -5,44 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.training_support import models_dir  # noqa: F401  (fixture)
+from tests.training_support import demo_sft_trainer, models_dir  # noqa: F401  (fixture)
 from worker.training.unread_metrics import CountingCollator, count_input_tokens, keep_metrics_on_device
 
 
 def _trainer(models_dir, tmp_path, name: str, **overrides):  # noqa: F811
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, set_seed
-    from trl import SFTConfig, SFTTrainer
-
-    from app.run_config import DEMO_MODEL_ID
-    from worker.training.model_loading import load_tokenizer
-
-    set_seed(0)
-    path = str(models_dir / DEMO_MODEL_ID)
-    # Prompt and completion: the prompt is masked out of the loss, so label_mask and the
-    # attention mask count different tokens; lengths differ, so batches have padding.
-    data = Dataset.from_list(
-        [{"prompt": "word " * (1 + i % 5), "completion": " answer" * (1 + i % 3)} for i in range(24)]
-    )
-    arguments = {
-        "output_dir": str(tmp_path / name),
-        "per_device_train_batch_size": 4,
-        "max_steps": 6,
-        "logging_steps": 3,
-        "learning_rate": 1e-3,
-        "include_num_input_tokens_seen": "non_padding",
-        "use_cpu": True,
-        "report_to": "none",
-        "save_strategy": "no",
-        "seed": 0,
-        "dataloader_pin_memory": False,
-    }
-    return SFTTrainer(
-        model=AutoModelForCausalLM.from_pretrained(path),
-        args=SFTConfig(**(arguments | overrides)),
-        train_dataset=data,
-        processing_class=load_tokenizer(path),
-    )
+    return demo_sft_trainer(models_dir, tmp_path / name, **overrides)
 
 
 def _logged(trainer) -> list[dict]:
