@@ -5,31 +5,23 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.compiled_layers_support import VOCAB, save_random_llama
 from worker.training import padding_mask
 
 
-def _model(attention: str):
-    from transformers import LlamaConfig, LlamaForCausalLM
+def _model(tmp_path, attention: str):
+    from transformers import LlamaForCausalLM
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=101,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        attn_implementation=attention,
-    )
-    return LlamaForCausalLM(config).eval()
+    path = save_random_llama(tmp_path / "llama")
+    return LlamaForCausalLM.from_pretrained(path, attn_implementation=attention).eval()
 
 
 @pytest.mark.parametrize("padded", [True, False])
-def test_the_same_logits_as_transformers_sdpa(monkeypatch, padded: bool) -> None:
+def test_the_same_logits_as_transformers_sdpa(tmp_path, monkeypatch, padded: bool) -> None:
     import transformers.masking_utils
 
-    model = _model("sdpa")
-    input_ids = torch.randint(0, 101, (3, 9), generator=torch.Generator().manual_seed(1))
+    model = _model(tmp_path, "sdpa")
+    input_ids = torch.randint(0, VOCAB, (3, 9), generator=torch.Generator().manual_seed(1))
     attention_mask = torch.ones_like(input_ids)
     if padded:
         attention_mask[1, 6:] = 0
@@ -47,7 +39,7 @@ def test_the_same_logits_as_transformers_sdpa(monkeypatch, padded: bool) -> None
     torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_other_attentions_are_left_alone() -> None:
-    model = _model("eager")
+def test_other_attentions_are_left_alone(tmp_path) -> None:
+    model = _model(tmp_path, "eager")
     assert not padding_mask.use_mask_without_host_checks(model)
     assert model.config._attn_implementation == "eager"
