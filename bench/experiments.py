@@ -56,6 +56,10 @@ x-cublas, x-cublaslt  torch's matmuls through cuBLAS, or cuBLASLt, always, inste
               1,154 matmuls of a step cost 27-32 ms of CPU in round 5's profile, more than
               their 35 ms on the GPU; the two libraries' host costs per call differ.
               H200 round 6, x-cublaslt: 8,411 against the default's 9,284 tokens/s.
+x-selecting-head  trl's fused LM head selecting the labelled positions before scoring
+              them, as trl does on a GPU and as the default did until round 8: two waits
+              for the GPU a step (the selection's shape). The default scores every
+              position and zeroes the ignored ones (unread_metrics.every_position_scored).
 """
 
 from __future__ import annotations
@@ -332,6 +336,20 @@ def skip_guards(plan: Any) -> None:
     plan.notes.append(f"experiment: Dynamo's guards skipped after step {SKIP_GUARDS_AFTER_STEP}")
 
 
+def selecting_head(plan: Any) -> None:
+    if not plan.asynchronous_steps:
+        raise SystemExit("x-selecting-head changes the async feature's loss, which this plan leaves off")
+    prepare_training = plan.prepare_training
+
+    def prepare_training_selecting(trainer: Any) -> Any:
+        trainer = prepare_training(trainer)
+        trainer.scores_every_position = False
+        return trainer
+
+    plan.prepare_training = prepare_training_selecting
+    plan.notes.append("experiment: trl's fused LM head selects the labelled positions (two waits a step)")
+
+
 def _blas_library(name: str) -> Any:
     def use(plan: Any) -> None:
         _require_compiled_layers(plan, f"x-{name}")
@@ -350,6 +368,7 @@ EXPERIMENTS = {
     "x-layer-pairs": layer_pairs,
     "x-fused-qkv": fused_qkv,
     "x-skip-guards": skip_guards,
+    "x-selecting-head": selecting_head,
     "x-cublas": _blas_library("cublas"),
     "x-cublaslt": _blas_library("cublaslt"),
 }

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from bench import experiments
+from tests.training_support import demo_sft_trainer, models_dir  # noqa: F401  (fixture)
 from worker.training.acceleration import Acceleration
 
 
@@ -14,7 +15,7 @@ def test_unknown_experiments_and_plans_without_compiled_layers_are_refused() -> 
     with pytest.raises(SystemExit, match="unknown experiments"):
         experiments.apply(Acceleration(compile_layers=True), frozenset({"x-nothing"}))
     for name in experiments.EXPERIMENTS:
-        with pytest.raises(SystemExit, match="does not compile"):
+        with pytest.raises(SystemExit, match="which this plan (does not compile|leaves off)"):
             experiments.apply(Acceleration(), frozenset({name}))
 
 
@@ -177,3 +178,30 @@ def test_fused_qkv_trains_what_three_matmuls_train_with_two_matmuls_fewer(tmp_pa
     (forward, backward), (unfused_forward, unfused_backward) = graphs, unfused_graphs
     assert matmuls(forward) == matmuls(unfused_forward) - 2
     assert matmuls(backward) == matmuls(unfused_backward) - 2  # the recompute's
+
+
+def test_the_selecting_head_experiment_puts_trls_selection_back(models_dir, tmp_path, monkeypatch) -> None:  # noqa: F811
+    import trl.trainer.utils as trl_utils
+
+    scored, labelled = [], []
+    original_apply = trl_utils._ChunkedLogProbFunction.apply
+
+    def counting_apply(hidden, weight, bias, targets, *args):
+        scored.append(hidden.shape[0])
+        return original_apply(hidden, weight, bias, targets, *args)
+
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", counting_apply)
+    monkeypatch.setattr(trl_utils, "_use_triton", lambda device: True)  # trl's way on a GPU
+    plan = Acceleration(asynchronous_steps=True)
+    experiments.apply(plan, frozenset({"x-selecting-head"}))
+    trainer = plan.prepare_trainer(demo_sft_trainer(models_dir, tmp_path, max_steps=2))
+    original_compute_loss = type(trainer).compute_loss
+
+    def noting_labels(self, model, inputs, *args, **kwargs):
+        labelled.append(int((inputs["labels"][:, 1:] != -100).sum()))
+        return original_compute_loss(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(type(trainer), "compute_loss", noting_labels)
+    trainer.train()
+    assert type(trainer).__name__ == "UnreadMetricsSFTTrainer"
+    assert len(scored) == 2 and scored == labelled  # the labelled positions only

@@ -111,3 +111,80 @@ def test_a_step_with_a_nan_loss_is_logged_as_transformers_filter_logs_it(models_
     for their_row, our_row in zip(their_rows, our_rows, strict=True):
         assert our_row["loss"] == pytest.approx(their_row["loss"], rel=1e-6)
     assert all(row["loss"] == row["loss"] for row in our_rows)  # not NaN: the step was filtered
+
+
+def _fused_head_pass(model, batch):
+    """Loss, per-token outputs and every parameter's gradient of one fused-head pass."""
+    model.zero_grad()
+    outputs = model(**batch, fused_lm_head=True)
+    outputs.loss.backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    return outputs, grads
+
+
+def test_the_head_scores_every_position_with_trls_values(tmp_path, monkeypatch) -> None:
+    """every_position_scored: no selection of labelled positions, the same values as trl's."""
+    import trl.trainer.utils as trl_utils
+    from transformers import LlamaForCausalLM
+
+    from tests.compiled_layers_support import VOCAB, save_random_llama
+    from worker.training.unread_metrics import every_position_scored
+
+    model = LlamaForCausalLM.from_pretrained(save_random_llama(tmp_path / "llama"))
+    trl_utils.add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
+    input_ids = torch.randint(0, VOCAB, (3, 11), generator=torch.Generator().manual_seed(2))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 7:] = 0
+    labels = input_ids.masked_fill(attention_mask == 0, -100)
+    labels[2, :4] = -100  # a prompt
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+    # trl's way on a Triton device (forced here on the CPU: its kernels stay torch tiles).
+    selected_rows = []
+    original_apply = trl_utils._ChunkedLogProbFunction.apply
+
+    def counting_apply(hidden, *args):
+        selected_rows.append(hidden.shape[0])
+        return original_apply(hidden, *args)
+
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", counting_apply)
+    monkeypatch.setattr(trl_utils, "_use_triton", lambda device: True)
+    selecting, selecting_grads = _fused_head_pass(model, batch)
+    with every_position_scored():
+        scoring, scoring_grads = _fused_head_pass(model, batch)
+    assert trl_utils._use_triton(input_ids.device) is True  # put back after the block
+
+    labelled = int((labels[:, 1:] != -100).sum())
+    assert selected_rows == [labelled, 3 * 10]  # trl's selection, then every position
+    torch.testing.assert_close(scoring.loss, selecting.loss, rtol=1e-6, atol=1e-6)
+    for field in ("log_probs", "entropy", "is_top1", "label_mask"):
+        torch.testing.assert_close(getattr(scoring, field), getattr(selecting, field), rtol=1e-5, atol=1e-6)
+    assert scoring.log_probs[~scoring.label_mask].eq(0).all()  # ignored positions add nothing
+    assert scoring_grads.keys() == selecting_grads.keys() and len(scoring_grads) > 0
+    for name, grad in scoring_grads.items():
+        torch.testing.assert_close(grad, selecting_grads[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_training_steps_do_not_select_labelled_positions(models_dir, tmp_path, monkeypatch) -> None:  # noqa: F811
+    import trl.trainer.utils as trl_utils
+
+    scored, positions = [], []
+    original_apply = trl_utils._ChunkedLogProbFunction.apply
+
+    def counting_apply(hidden, *args):
+        scored.append(hidden.shape[0])
+        return original_apply(hidden, *args)
+
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", counting_apply)
+    monkeypatch.setattr(trl_utils, "_use_triton", lambda device: True)  # as on a GPU: trl would select
+    trainer = keep_metrics_on_device(_trainer(models_dir, tmp_path, "ours", max_steps=3))
+    original_compute_loss = type(trainer).compute_loss
+
+    def noting_positions(self, model, inputs, *args, **kwargs):
+        batch, length = inputs["input_ids"].shape
+        positions.append(batch * (length - 1))
+        return original_compute_loss(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(type(trainer), "compute_loss", noting_positions)
+    trainer.train()
+    assert len(scored) == 3 and scored == positions  # every position of every step's batch

@@ -16,6 +16,13 @@ finite adds the running mean to the logged loss, as transformers' does. Logged v
 are trl's and transformers' own: the same per-step means, averaged the same way
 (tests/unit/test_unread_metrics.py).
 
+trl's fused LM head also makes the host wait, twice a step: on a Triton device it selects
+the labelled positions (`hidden_states[mask]`, `labels[mask]`), a shape only the GPU
+knows. Here it scores every position instead, as trl does on devices without Triton, and
+zeroes the ignored ones after (`every_position_scored`): the same log-probabilities, loss
+and gradients, for the few padded positions' LM head arithmetic (about 2% of a step's
+per-token work, on a few percent of its positions).
+
 Only the plain case is taken over: training mode, trl's default negative log-likelihood
 through its fused LM head, one process. Anything else (evaluation, a custom loss, label
 smoothing, DFT, a MoE auxiliary loss, several processes) goes to trl's compute_loss.
@@ -24,6 +31,8 @@ smoothing, DFT, a MoE auxiliary loss, several processes) goes to trl's compute_l
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -84,6 +93,31 @@ class CountingCollator:
         return None
 
 
+@contextmanager
+def every_position_scored() -> Iterator[None]:
+    """trl's fused LM head without its selection of the labelled positions, for the block.
+
+    trl picks between the two ways by `_use_triton(device)`, looked up in its utils module
+    at each call; its kernels look up their own. A trl without that switch keeps its way:
+    the same values, with the waits.
+    """
+    import trl.trainer.utils as trl_utils
+
+    selects = getattr(trl_utils, "_use_triton", None)
+    if selects is None:
+        yield
+        return
+    trl_utils._use_triton = _never_selects  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = selects  # type: ignore[attr-defined]
+
+
+def _never_selects(device: Any) -> bool:
+    return False
+
+
 _SUBCLASSES: dict[type, type] = {}
 
 
@@ -97,6 +131,8 @@ def unread_metrics_subclass(base: type) -> type:
     class UnreadMetrics(base):  # type: ignore[misc, valid-type]
         _unread_tokens: torch.Tensor | None = None
         _host_token_counts: CountingCollator | None = None
+        scores_every_position = True
+        """False: trl's head selects the labelled positions (waiting for the GPU), as trl does."""
 
         def compute_loss(
             self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
@@ -105,7 +141,8 @@ def unread_metrics_subclass(base: type) -> type:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             # trl's compute_loss for this case, line for line, without the reads.
             inputs["use_cache"] = False
-            outputs = model(**inputs, fused_lm_head=True)
+            with every_position_scored() if self.scores_every_position else nullcontext():
+                outputs = model(**inputs, fused_lm_head=True)
             num_tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
             loss = -outputs.log_probs.sum() / torch.as_tensor(num_tokens).clamp(min=1)
             with torch.no_grad():
