@@ -39,7 +39,7 @@ def test_hopper_turns_on_bf16_and_fast_attention() -> None:
         "accelerator_config": {"non_blocking": True},
         "logging_nan_inf_filter": False,
     }
-    assert plan.asynchronous_steps
+    assert plan.asynchronous_steps and plan.causal_attention_for_right_padding
     assert plan.no_cudnn_attention
     # the recipe's optimizer and memory profile stay unless asked for
     assert "optim" not in plan.sft_kwargs and "activation_offloading" not in plan.sft_kwargs
@@ -70,6 +70,15 @@ def test_disable_leaves_features_off() -> None:
     assert plan.model_kwargs == {"attn_implementation": "sdpa"}
     assert plan.quantization_kwargs == {} and plan.sft_kwargs == {}
     assert not (plan.liger or plan.no_cudnn_attention)
+
+
+def test_causal_attention_for_right_padding_needs_async() -> None:
+    plan = plan_acceleration("cuda", (9, 0), True, False, disable=frozenset({"async"}))
+    assert not plan.causal_attention_for_right_padding
+    assert any("needs async" in note for note in plan.notes)
+    assert not plan_acceleration(
+        "cuda", (9, 0), True, False, disable=frozenset({"flash"})
+    ).causal_attention_for_right_padding
 
 
 def test_opt_in_fused_optimizer_and_offload() -> None:

@@ -32,9 +32,22 @@ def _train(models_dir, tmp_path, name: str, acceleration: Acceleration | None): 
 
 
 @pytest.mark.filterwarnings("ignore:Paged optimizers are not supported on CPU")
-def test_async_trains_and_logs_what_the_recipe_does(models_dir, tmp_path) -> None:  # noqa: F811
+def test_async_trains_and_logs_what_the_recipe_does(models_dir, tmp_path, monkeypatch) -> None:  # noqa: F811
+    import torch.nn.functional as F
+
     theirs = _train(models_dir, tmp_path, "recipe", None)
-    ours = _train(models_dir, tmp_path, "async", Acceleration(asynchronous_steps=True))
+    masks = []
+    original_sdpa = F.scaled_dot_product_attention
+
+    def noting_sdpa(*args, **kwargs):
+        masks.append(kwargs.get("attn_mask"))
+        return original_sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", noting_sdpa)
+    plan = Acceleration(asynchronous_steps=True, causal_attention_for_right_padding=True)
+    ours = _train(models_dir, tmp_path, "async", plan)
+    # trl's batches are padded at the right: causal attention, no mask, the same training
+    assert masks and all(mask is None for mask in masks)
 
     assert ours.model.config._attn_implementation == "loraboard_sdpa"
     assert type(ours).__name__ == "UnreadMetricsSFTTrainer"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.training_support import demo_sft_trainer, models_dir  # noqa: F401  (fixture)
-from worker.training.unread_metrics import CountingCollator, count_input_tokens, keep_metrics_on_device
+from worker.training.unread_metrics import BatchFactsCollator, count_input_tokens, keep_metrics_on_device
 
 
 def _trainer(models_dir, tmp_path, name: str, **overrides):  # noqa: F811
@@ -78,15 +78,19 @@ def test_token_counts_follow_transformers_modes() -> None:
     assert count_input_tokens(without_mask, "non_padding", "pixel_values", 0) is None
 
 
-def test_a_count_is_used_only_for_a_batch_of_its_shape() -> None:
+def test_facts_are_used_only_for_a_batch_of_their_shape() -> None:
     def collate(examples):
-        return {"input_ids": torch.ones(len(examples), max(examples), dtype=torch.long)}
+        batch = {"input_ids": torch.ones(len(examples), max(examples), dtype=torch.long)}
+        batch["attention_mask"] = torch.ones_like(batch["input_ids"])
+        batch["attention_mask"][0, examples[0] :] = 0  # the first row is padded on the right
+        return batch
 
-    counting = CountingCollator(collate, lambda batch: int(batch["input_ids"].numel()), "input_ids")
-    counting([3, 2])  # collated, never trained on (a batch fetched ahead, then training stopped)
-    counting([5, 5, 5])
-    assert counting.take({"input_ids": torch.ones(3, 5)}) == 15  # the stale count was dropped
-    assert counting.take({"input_ids": torch.ones(3, 5)}) is None  # nothing left: transformers counts
+    noting = BatchFactsCollator(collate, lambda batch: int(batch["attention_mask"].sum()), "input_ids")
+    noting([3, 2])  # collated, never trained on (a batch fetched ahead, then training stopped)
+    noting([4, 5, 5])
+    facts = noting.take({"input_ids": torch.ones(3, 5)})
+    assert facts is not None and (facts.tokens, facts.right_padded) == (14, True)  # the stale one dropped
+    assert noting.take({"input_ids": torch.ones(3, 5)}) is None  # nothing left: transformers counts
 
 
 def test_a_step_with_a_nan_loss_is_logged_as_transformers_filter_logs_it(models_dir, tmp_path, monkeypatch):  # noqa: F811

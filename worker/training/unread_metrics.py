@@ -10,7 +10,8 @@ so the host cannot queue the next kernels while the GPU is still busy.
 
 The subclass made here keeps the same figures on the GPU until trl's `log` (every
 logging_steps) reads them all at once, and counts the input tokens on the host, from the
-batch the collator made on the CPU, before it goes to the device. The NaN/inf filter
+batch the collator made on the CPU, before it goes to the device (BatchFacts: also whether
+the batch is right-padded, for padding_mask's causal attention). The NaN/inf filter
 runs on the GPU instead (with transformers' own left off): a step whose loss is not
 finite adds the running mean to the logged loss, as transformers' does. Logged values
 are trl's and transformers' own: the same per-step means, averaged the same way
@@ -33,9 +34,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from worker.training.padding_mask import causal_attention_for_right_padding, is_right_padded
 
 
 def takes_plain_loss(trainer: Any) -> bool:
@@ -62,34 +66,45 @@ def count_input_tokens(batch: Any, mode: Any, main_input_name: str, pad_token_id
     return int(batch[main_input_name].numel())
 
 
-class CountingCollator:
-    """A collator that also counts each batch's input tokens on the host, in batch order.
+@dataclass(frozen=True)
+class BatchFacts:
+    """What the host learns of a batch from its CPU copy, kept until the batch is trained on."""
 
-    Each count is kept with its batch's shape, the one thing about a batch on the device
-    that the host knows without waiting for it: a count is only used for a batch of its
-    shape, so a batch collated but never trained on cannot shift the counts.
+    shape: tuple[int, ...] | None
+    tokens: int | None
+    """transformers' input token count (count_input_tokens); None where it does not apply."""
+    right_padded: bool
+    """padding_mask.is_right_padded: causal attention alone trains it as its mask does."""
+
+
+class BatchFactsCollator:
+    """A collator that also notes each batch's BatchFacts on the host, in batch order.
+
+    Facts are kept with their batch's shape, the one thing about a batch on the device
+    that the host knows without waiting for it: facts are only used for a batch of their
+    shape, so a batch collated but never trained on cannot shift them.
     """
 
     def __init__(self, collator: Any, count: Any, main_input_name: str) -> None:
         self.collator = collator
         self.count = count
         self.main_input_name = main_input_name
-        self.counts: deque[tuple[tuple[int, ...], int]] = deque()
+        self.facts: deque[BatchFacts] = deque()
 
     def __call__(self, examples: Any) -> Any:
         batch = self.collator(examples)
-        tokens = self.count(batch)
-        if tokens is not None:
-            self.counts.append((tuple(batch[self.main_input_name].shape), tokens))
+        if isinstance(batch, dict) and self.main_input_name in batch:
+            shape = tuple(batch[self.main_input_name].shape)
+            self.facts.append(BatchFacts(shape, self.count(batch), is_right_padded(batch)))
         return batch
 
-    def take(self, batch: Any) -> int | None:
-        """The count of `batch` (the next one trained on, now on the device); None if unknown."""
+    def take(self, batch: Any) -> BatchFacts | None:
+        """The facts of `batch` (the next one trained on, now on the device); None if unknown."""
         shape = tuple(batch[self.main_input_name].shape) if self.main_input_name in batch else None
-        while self.counts:
-            counted_shape, tokens = self.counts.popleft()
-            if counted_shape == shape:
-                return tokens
+        while self.facts:
+            facts = self.facts.popleft()
+            if facts.shape == shape:
+                return facts
         return None
 
 
@@ -130,9 +145,13 @@ def unread_metrics_subclass(base: type) -> type:
 
     class UnreadMetrics(base):  # type: ignore[misc, valid-type]
         _unread_tokens: torch.Tensor | None = None
-        _host_token_counts: CountingCollator | None = None
+        _facts_collator: BatchFactsCollator | None = None
+        _batch_facts: BatchFacts | None = None
         scores_every_position = True
         """False: trl's head selects the labelled positions (waiting for the GPU), as trl does."""
+        attends_right_padding_causally = False
+        """True: a right-padded batch's attention gets no mask (padding_mask), so SDPA runs
+        its causal flash kernel. Needs the model's attention to be padding_mask.ATTENTION."""
 
         def compute_loss(
             self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
@@ -141,7 +160,12 @@ def unread_metrics_subclass(base: type) -> type:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             # trl's compute_loss for this case, line for line, without the reads.
             inputs["use_cache"] = False
-            with every_position_scored() if self.scores_every_position else nullcontext():
+            facts = self._batch_facts
+            right_padded = self.attends_right_padding_causally and facts is not None and facts.right_padded
+            with (
+                every_position_scored() if self.scores_every_position else nullcontext(),
+                causal_attention_for_right_padding(right_padded),
+            ):
                 outputs = model(**inputs, fused_lm_head=True)
             num_tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
             loss = -outputs.log_probs.sum() / torch.as_tensor(num_tokens).clamp(min=1)
@@ -163,6 +187,8 @@ def unread_metrics_subclass(base: type) -> type:
 
         def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
             """The step's loss, with transformers' logging_nan_inf_filter applied on the device."""
+            collated = self._facts_collator
+            self._batch_facts = collated.take(inputs) if collated is not None else None
             loss = super().training_step(model, inputs, num_items_in_batch)
             running = getattr(self, "_tr_loss", None)
             if self.args.logging_nan_inf_filter or not isinstance(running, torch.Tensor):
@@ -183,30 +209,31 @@ def unread_metrics_subclass(base: type) -> type:
             super().log(logs, start_time)
 
         def get_train_dataloader(self) -> Any:
-            """The training batches, counted on the host as the collator makes them."""
+            """The training batches, noted on the host as the collator makes them."""
             main_input_name = getattr(self.model, "main_input_name", "input_ids")
             pad_token_id = getattr(self.processing_class, "pad_token_id", None)
             mode = self.args.include_num_input_tokens_seen
             collator: Any = self.data_collator  # type: ignore[has-type]
-            counting = CountingCollator(
+            noting = BatchFactsCollator(
                 collator,
                 lambda batch: count_input_tokens(batch, mode, main_input_name, pad_token_id),
                 main_input_name,
             )
-            self.data_collator = counting
+            self.data_collator = noting
             try:
                 loader = super().get_train_dataloader()
             finally:
                 self.data_collator = collator
-            # Collated in worker processes, the counts never reach this one: transformers counts.
-            self._host_token_counts = counting if self.args.dataloader_num_workers == 0 else None
+            # Collated in worker processes, the facts never reach this one: transformers
+            # counts, and every batch keeps its mask.
+            self._facts_collator = noting if self.args.dataloader_num_workers == 0 else None
             return loader
 
         def _track_num_input_tokens(self, inputs: Any) -> None:
-            counting = self._host_token_counts
+            facts = self._batch_facts  # this batch's: training_step took them
             tokens = None
-            if counting is not None and self.args.include_num_input_tokens_seen != "no":
-                tokens = counting.take(inputs)
+            if facts is not None and self.args.include_num_input_tokens_seen != "no":
+                tokens = facts.tokens
             if tokens is None:
                 return super()._track_num_input_tokens(inputs)
             self.state.num_input_tokens_seen += tokens
