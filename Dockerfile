@@ -6,11 +6,15 @@ FROM python:3.11-slim
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130
 
+# Compiled kernels and graphs on the data volume: a worker compiles a model shape's
+# layers once (a minute or two at the first steps), later runs of that shape load them.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     LORABOARD_DATA_DIR=/data \
-    LORABOARD_HOST=0.0.0.0
+    LORABOARD_HOST=0.0.0.0 \
+    TORCHINDUCTOR_CACHE_DIR=/data/cache/torchinductor \
+    TRITON_CACHE_DIR=/data/cache/triton
 
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential curl \

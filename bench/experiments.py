@@ -14,12 +14,6 @@ x-cudagraphs  The compiled decoder layers replayed as CUDA graphs (torch.compile
               graph or without them. Round 6 (bench/cuda_graph_bisect.py, small model):
               a plain bf16 Llama's compiled layers crash the same way with symbolic
               lengths; with static shapes the worker's whole path runs.
-x-cppwrapper  Inductor's C++ wrapper (torch._inductor.config.cpp_wrapper) instead of its
-              generated Python: each compiled graph launches its kernels and calls its
-              extern ops (mm, bitsandbytes' custom ops) from C++. Aimed at the 55 ms a
-              step spent in the 64 graph calls' Python wrappers (round 3's profile).
-              Checked on CPU (same loss and gradients as the eager layers, bitsandbytes'
-              ops inside the graph). H200 2026-11-30: not done compiling after 150 s.
 x-shared-dequant  Round 4's version (a) of the "dequant" feature: each 4-bit weight
               dequantized in torch ops and used by a plain F.linear, so the compiled
               backward dequantizes once for both the recompute and the input gradient
@@ -125,16 +119,6 @@ def cuda_graphs(plan: Any) -> None:
         holder.register_forward_pre_hook(lambda _module, _args: torch.compiler.cudagraph_mark_step_begin())
 
     _then_in_prepare_model(plan, use_cuda_graphs)
-
-
-def cpp_wrapper(plan: Any) -> None:
-    import torch._inductor.config
-
-    _require_compiled_layers(plan, "x-cppwrapper")
-    # Read when a graph is compiled (the first step); process-wide, and the bench runs
-    # one variant per process.
-    torch._inductor.config.cpp_wrapper = True
-    plan.notes.append("experiment: Inductor's C++ wrapper for the compiled layers")
 
 
 def shared_dequantization(plan: Any) -> None:
@@ -362,7 +346,6 @@ def _blas_library(name: str) -> Any:
 
 EXPERIMENTS = {
     "x-cudagraphs": cuda_graphs,
-    "x-cppwrapper": cpp_wrapper,
     "x-shared-dequant": shared_dequantization,
     "x-bnb-input-grad": bitsandbytes_input_gradient,
     "x-layer-pairs": layer_pairs,

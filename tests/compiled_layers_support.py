@@ -39,6 +39,7 @@ def lora_model(
     dtype=torch.float32,
     dequantize_in_graph: bool = False,
     dequantize_kernel: bool = False,
+    cpp_wrapper: bool = False,
 ):
     """4-bit NF4 base, LoRA on q and v, gradient checkpointing on, as the worker builds it."""
     from peft import LoraConfig, get_peft_model
@@ -64,6 +65,7 @@ def lora_model(
             recompute=True,
             dequantize_in_graph=dequantize_in_graph,
             dequantize_kernel=dequantize_kernel,
+            cpp_wrapper=cpp_wrapper,
         )
         assert layers == 2
     torch.manual_seed(1)  # the same adapter initialisation for every model

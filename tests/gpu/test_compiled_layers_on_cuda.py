@@ -37,21 +37,39 @@ def test_compiled_layers_match_eager_checkpointed_layers_on_cuda(model_dir) -> N
     assert_trains_like(eager, compiled, (37, 50, 23), "cuda", loss_rel=1e-4, error=1e-3)
 
 
-@pytest.mark.parametrize("kernel", [False, True], ids=["torch-ops", "triton-kernel"])
-def test_with_dropout_the_compiled_recompute_draws_the_forwards_masks_on_cuda(model_dir, kernel) -> None:
+@pytest.mark.parametrize(
+    ("kernel", "cpp_wrapper"),
+    [(False, False), (True, False), (False, True)],
+    ids=["torch-ops", "triton-kernel", "cpp-wrapper"],
+)
+def test_with_dropout_the_compiled_recompute_draws_the_forwards_masks_on_cuda(
+    model_dir, kernel, cpp_wrapper
+) -> None:
     """bfloat16 and the dequantization in the graph (torch ops, or Loraboard's Triton
-    kernel), as the planner compiles: the compiled layers' gradients with LoRA dropout match
-    the eager checkpointed layers' with the same seeded masks, and are far from the
-    gradients of other masks (what a recompute with a new draw would give)."""
-    compiled = lora_model(
-        model_dir,
-        compiled=True,
-        dropout=0.5,
-        device="cuda",
-        dtype=torch.bfloat16,
-        dequantize_in_graph=True,
-        dequantize_kernel=kernel,
-    )
+    kernel; run by Python or, as the planner compiles, by C++ wrappers): the compiled
+    layers' gradients with LoRA dropout match the eager checkpointed layers' with the same
+    seeded masks, and are far from the gradients of other masks (what a recompute with a
+    new draw would give)."""
+    import torch._inductor.config
+
+    with torch._inductor.config.patch(cpp_wrapper=False):  # put back after the test
+        torch._dynamo.reset()  # no graph of another case
+        compiled = lora_model(
+            model_dir,
+            compiled=True,
+            dropout=0.5,
+            device="cuda",
+            dtype=torch.bfloat16,
+            dequantize_in_graph=True,
+            dequantize_kernel=kernel,
+            cpp_wrapper=cpp_wrapper,
+        )
+        assert torch._inductor.config.cpp_wrapper == cpp_wrapper
+        _assert_recompute_draws_the_forwards_masks(model_dir, compiled)
+        torch._dynamo.reset()
+
+
+def _assert_recompute_draws_the_forwards_masks(model_dir, compiled) -> None:
     eager = lora_model(model_dir, compiled=False, dropout=0.5, device="cuda", dtype=torch.bfloat16)
     assert use_seeded_dropout(eager) == 4
     torch.manual_seed(5)

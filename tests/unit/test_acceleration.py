@@ -125,10 +125,16 @@ def triton_installed(monkeypatch):
 
 def test_large_models_are_compiled_with_recompute_in_the_graph(triton_installed) -> None:
     plan = plan_acceleration("cuda", (9, 0), True, False, hidden_size=4096)
-    assert plan.compile_layers and plan.recompute_in_graph and plan.dequantize_in_graph
+    assert plan.compile_layers and plan.recompute_in_graph and plan.dequantize_in_graph and plan.cpp_wrapper
     # the compiled layers fuse RMSNorm, RoPE and SwiGLU themselves
     assert not plan.liger
     assert any("torch.compile" in note for note in plan.notes)
+
+
+def test_the_cpp_wrapper_can_be_left_off(triton_installed) -> None:
+    without = frozenset({"cpp-wrapper"})
+    plan = plan_acceleration("cuda", (9, 0), True, False, hidden_size=4096, disable=without)
+    assert plan.compile_layers and not plan.cpp_wrapper
 
 
 def test_without_checkpointing_the_compiled_graph_keeps_its_activations(triton_installed) -> None:

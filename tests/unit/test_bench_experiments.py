@@ -35,30 +35,6 @@ def test_cuda_graphs_pad_lengths_and_mark_each_pass(tmp_path) -> None:
     assert torch.isfinite(output.loss)
 
 
-def test_the_cpp_wrapper_trains_what_the_eager_layers_train(tmp_path) -> None:
-    """Inductor's C++ wrapper around a real 4-bit Llama layer with LoRA (bitsandbytes'
-    custom ops called from C++), recompute in the graph: the eager layers' loss and gradients."""
-    import torch._inductor.config
-
-    from tests.compiled_layers_support import assert_trains_like, lora_model, save_random_llama
-
-    path = save_random_llama(tmp_path)
-    eager = lora_model(path, compiled=False)
-    # torch's own patch restores the setting afterwards (pytest's monkeypatch would delete
-    # it: Inductor's settings are not in the module's __dict__).
-    with torch._inductor.config.patch(cpp_wrapper=False):
-        torch._dynamo.reset()  # Dynamo's cache ignores Inductor's settings: no graph of an earlier test
-        plan = Acceleration(compile_layers=True, recompute_in_graph=True)
-        experiments.apply(plan, frozenset({"x-cppwrapper"}))  # the helper below compiles as the plan would
-        assert torch._inductor.config.cpp_wrapper
-        compiled = lora_model(path, compiled=True)
-        try:
-            assert_trains_like(eager, compiled, (37, 23))
-        finally:
-            torch._dynamo.reset()  # no C++-wrapped graph left for later tests
-    assert not torch._inductor.config.cpp_wrapper
-
-
 def test_layer_pairs_train_what_the_eager_layers_train_and_save_less(tmp_path) -> None:
     """Two layers in one compiled graph: the eager layers' loss and gradients, one graph,
     and only the pair's input saved for the backward."""

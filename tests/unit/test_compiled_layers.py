@@ -63,3 +63,25 @@ def test_the_layers_compile_without_autotuning_or_asserts(model_dir) -> None:
         lora_model(model_dir, compiled=True)
         assert not inductor_config.triton.autotune_pointwise
         assert not inductor_config.size_asserts and not inductor_config.alignment_asserts
+
+
+def test_the_cpp_wrapper_trains_what_the_eager_layers_train(tmp_path) -> None:
+    """Inductor's C++ wrapper around a real 4-bit Llama layer with LoRA, recompute and
+    dequantization in the graph (the "cpp-wrapper" feature): the eager layers' loss and gradients."""
+    import torch._inductor.config
+
+    from tests.compiled_layers_support import assert_trains_like, lora_model, save_random_llama
+
+    path = save_random_llama(tmp_path)
+    eager = lora_model(path, compiled=False)
+    # torch's own patch restores the setting afterwards (pytest's monkeypatch would delete
+    # it: Inductor's settings are not in the module's __dict__).
+    with torch._inductor.config.patch(cpp_wrapper=False):
+        torch._dynamo.reset()  # Dynamo's cache ignores Inductor's settings: no graph of an earlier test
+        compiled = lora_model(path, compiled=True, dequantize_in_graph=True, cpp_wrapper=True)
+        assert torch._inductor.config.cpp_wrapper
+        try:
+            assert_trains_like(eager, compiled, (37, 23))
+        finally:
+            torch._dynamo.reset()  # no C++-wrapped graph left for later tests
+    assert not torch._inductor.config.cpp_wrapper

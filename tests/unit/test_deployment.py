@@ -55,3 +55,10 @@ def test_dockerfile_installs_torch_before_the_project() -> None:
     torch_line = next(i for i, line in enumerate(lines) if 'pip install "torch==' in line)
     project_line = next(i for i, line in enumerate(lines) if line.strip() == "RUN pip install .")
     assert torch_line < project_line
+
+
+def test_dockerfile_keeps_compiled_kernels_on_the_data_volume() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert 'VOLUME ["/data"]' in text
+    for variable in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
+        assert f"{variable}=/data/cache/" in text, variable

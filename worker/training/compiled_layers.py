@@ -67,7 +67,12 @@ def recompute_in_compiled_graph(layer: Any) -> None:
 
 
 def compile_decoder_layers(
-    model: Any, *, recompute: bool, dequantize_in_graph: bool = False, dequantize_kernel: bool = False
+    model: Any,
+    *,
+    recompute: bool,
+    dequantize_in_graph: bool = False,
+    dequantize_kernel: bool = False,
+    cpp_wrapper: bool = False,
 ) -> int:
     """Mark every decoder layer of `model` for torch.compile; returns how many.
 
@@ -80,6 +85,9 @@ def compile_decoder_layers(
     ops inside the graph (graph_dequantization.py) instead of bitsandbytes' custom ops.
     dequantize_kernel: with dequantize_in_graph, by Loraboard's Triton kernel where it
     applies (dequantization_kernel.py).
+    cpp_wrapper: the generated code that runs each graph (allocations, kernel launches,
+    the matmuls) is C++ instead of Python (Inductor's cpp_wrapper): less host time per
+    layer call, for a C++ compile of each graph at the first steps.
     """
     import torch
     from transformers.modeling_layers import GradientCheckpointingLayer
@@ -99,6 +107,10 @@ def compile_decoder_layers(
     if recompute:
         torch._functorch.config.activation_memory_budget = 0.0
     use_lean_generated_code()
+    if cpp_wrapper:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.cpp_wrapper = True
     for layer in layers:
         if recompute:
             recompute_in_compiled_graph(layer)
