@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from measure_memory import build  # noqa: E402
+from measure_memory import build, save_whitespace_tokenizer  # noqa: E402
 from run_bench import sample_lengths  # noqa: E402
 
 from app.models import Run, utcnow  # noqa: E402
@@ -68,6 +68,8 @@ def main() -> int:
     model_dir = Path(args.model_dir or tempfile.mkdtemp(prefix="loraboard-eta-"))
     if args.build or args.tiny:
         build(model_dir, args.tiny, "7b")
+    else:  # a model dir made by run_bench has a tokenizer for pre-tokenized data: not this text
+        save_whitespace_tokenizer(model_dir)
     vocab = AutoConfig.from_pretrained(model_dir).vocab_size
     lengths = sample_lengths(200 if args.tiny else 1000, 64 if args.tiny else 1024)
     rng = random.Random(1)

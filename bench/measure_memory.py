@@ -38,10 +38,17 @@ CONFIGS = [  # (lora_r, target_modules, per_device_train_batch_size)
 def build(model_dir: Path, tiny: bool, shape: str) -> None:
     """The benchmark's random Llama-2-shaped model (7B or 13B), with a whitespace tokenizer over its ids."""
     from run_bench import build_model_dir
+
+    build_model_dir(model_dir, tiny, shape)
+    save_whitespace_tokenizer(model_dir)
+
+
+def save_whitespace_tokenizer(model_dir: Path) -> None:
+    """A tokenizer that reads text "t17 t4021 ..." as the ids 17, 4021, ... of the model in
+    model_dir (run_bench's own tokenizer takes pre-tokenized data: a text is one unknown word)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import AutoConfig, PreTrainedTokenizerFast
 
-    build_model_dir(model_dir, tiny, shape)
     vocab = AutoConfig.from_pretrained(model_dir).vocab_size
     words = {"<unk>": 0, "<s>": 1, "</s>": 2} | {f"t{i}": i for i in range(3, vocab)}
     backend = Tokenizer(models.WordLevel(words, unk_token="<unk>"))
