@@ -54,6 +54,8 @@ x-selecting-head  trl's fused LM head selecting the labelled positions before sc
               them, as trl does on a GPU and as the default did until round 8: two waits
               for the GPU a step (the selection's shape). The default scores every
               position and zeroes the ignored ones (unread_metrics.every_position_scored).
+              H200 round 8: 10,433 against the every-position head's 10,303 tokens/s
+              without "flash" (call 1), 10,174 against 10,358 with it (call 2).
 """
 
 from __future__ import annotations

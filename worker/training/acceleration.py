@@ -38,9 +38,9 @@ Default features (each can be left off with disable={...}):
   code's asserts are off (compiled_layers.use_lean_generated_code).
 - "cpp-wrapper": with "compile", the code Inductor generates to run each compiled graph
   (its allocations, kernel launches and matmul calls) is C++ instead of Python. On hosts
-  where the step waits on the host, not the GPU: +3.6% tokens/s on the 7B workload (H200,
-  round 8, one run each in one call), for about a minute more of compiling at the first
-  steps (g++ compiles each graph's wrapper; Inductor's cache keeps it for the next run of
+  where the step waits on the host, not the GPU: +3.6% and +2.9% tokens/s on the 7B
+  workload (two H200 hosts, round 8, one run each in the same call), for about a minute
+  more of compiling at the first steps (g++ compiles each graph's wrapper; Inductor's cache keeps it for the next run of
   the same model shape, see the Dockerfile's TORCHINDUCTOR_CACHE_DIR).
 - "dequant": with "compile", every 4-bit weight is dequantized by torch ops inside the
   compiled layers (worker/training/graph_dequantization.py), bit-identical to
@@ -61,12 +61,12 @@ Default features (each can be left off with disable={...}):
   (worker/training/unread_metrics.py: read at log steps instead), the training loop's
   NaN/inf check of every loss, and one
   synchronize after each of bitsandbytes' 128 per-tensor updates
-  (worker/training/queued_optimizer.py, which also makes the 128 updates one). Two
-  waits are left, in trl's fused LM head (it selects the labelled positions). The same
-  arithmetic and the same logs (the NaN/inf filter runs on the GPU). On the 7B
-  workload: +9% in the same call as the previous default before the optimizer change,
-  and 3.90x-4.80x the reference with it, at the same peak allocated memory (three H200
-  hosts, bench/RESULTS.md round 7).
+  (worker/training/queued_optimizer.py, which also makes the 128 updates one), and trl's
+  fused LM head selecting the labelled positions (it scores every position instead). No
+  wait is left within a step. The same arithmetic and the same logs (the NaN/inf filter
+  runs on the GPU). On the 7B workload: +9% in the same call as the previous default
+  before the optimizer change, and 3.90x-4.80x the reference with it, at the same peak
+  allocated memory (three H200 hosts, bench/RESULTS.md round 7).
 
 - "flash": with "async", a batch whose rows are padded at their ends (checked on the host
   from the collated CPU batch: every trl SFT batch without packing) is attended with
@@ -74,7 +74,7 @@ Default features (each can be left off with disable={...}):
   attends to the same tokens either way; the padding's own outputs, which nothing reads,
   differ. The memory-efficient kernel that a mask needs computes every score, the masked
   half included: 18.7 ms a step of the 7B workload's 125 ms of kernels (H200, round 8
-  profile).
+  profile). +7.1% tokens/s on the 7B workload and 4 MiB less at peak (H200, round 8).
 
 Opt-in features (enable={...}): faster or leaner, but each breaks one of the
 recipe's promises, so the worker turns them on only when asked.
