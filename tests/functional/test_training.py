@@ -178,7 +178,8 @@ def test_a_bad_dataset_fails_with_line_numbers(models_dir, tmp_path):  # noqa: F
 
 def test_a_failed_compilation_trains_again_without_it(models_dir, tmp_path, monkeypatch):  # noqa: F811
     """torch.compile fails in the first step (as Triton's compiler did on an H200): the run
-    starts again on the eager path, says why, and logs every step once."""
+    starts again with Python wrappers instead of C++ ones, then on the eager path, says
+    why each time, and logs every step once."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
     from worker.training import acceleration, compiled_layers
@@ -190,13 +191,16 @@ def test_a_failed_compilation_trains_again_without_it(models_dir, tmp_path, monk
     def plan_with_compiled_layers(*args, disable=frozenset(), compute_dtype=None, **kwargs):
         planned_without.append(disable)
         compute_dtypes.append(compute_dtype)
-        return acceleration.Acceleration(compile_layers="compile" not in disable)
+        compiled = "compile" not in disable
+        return acceleration.Acceleration(
+            compile_layers=compiled, cpp_wrapper=compiled and "cpp-wrapper" not in disable
+        )
 
     def failing_backend(graph, example_inputs):
         raise RuntimeError("PassManager::run failed (simulated)")
 
     def compile_with_a_failing_backend(
-        model, *, recompute, dequantize_in_graph=False, dequantize_kernel=False
+        model, *, recompute, dequantize_in_graph=False, dequantize_kernel=False, cpp_wrapper=False
     ):
         layers = [module for module in model.modules() if isinstance(module, GradientCheckpointingLayer)]
         for layer in layers:
@@ -209,10 +213,11 @@ def test_a_failed_compilation_trains_again_without_it(models_dir, tmp_path, monk
     result = run_training(small(), tmp_path, reporter, DataSources(train=DEMO_DATASET_ID), models_dir)
 
     assert (result.global_step, result.stopped_early) == (6, False)
-    assert planned_without == [frozenset(), frozenset({"compile"})]
-    assert compute_dtypes == ["float32", "float32"]  # the run's own: the planner keeps float32
-    retries = [message for level, message, _ in reporter.events if "without torch.compile" in message]
-    assert len(retries) == 1 and "PassManager::run failed (simulated)" in retries[0]
+    assert planned_without == [frozenset(), frozenset({"cpp-wrapper"}), frozenset({"cpp-wrapper", "compile"})]
+    assert compute_dtypes == ["float32"] * 3  # the run's own: the planner keeps float32
+    retries = [message for level, message, _ in reporter.events if "training again" in message]
+    assert len(retries) == 2 and all("PassManager::run failed (simulated)" in message for message in retries)
+    assert "instead of C++ ones" in retries[0] and "without torch.compile" in retries[1]
     assert [row.step for row in train_rows(reporter)] == [2, 4, 6]
     assert {path.name for path in (tmp_path / "adapter").iterdir()} >= ADAPTER_FILES
 

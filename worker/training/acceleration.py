@@ -40,8 +40,9 @@ Default features (each can be left off with disable={...}):
   (its allocations, kernel launches and matmul calls) is C++ instead of Python. On hosts
   where the step waits on the host, not the GPU: +3.6% and +2.9% tokens/s on the 7B
   workload (two H200 hosts, round 8, one run each in the same call), for about a minute
-  more of compiling at the first steps (g++ compiles each graph's wrapper; Inductor's cache keeps it for the next run of
-  the same model shape, see the Dockerfile's TORCHINDUCTOR_CACHE_DIR).
+  more of compiling at the first steps (g++ compiles each graph's wrapper; Inductor's
+  cache keeps it for the next run of the same model shape, see the Dockerfile's
+  TORCHINDUCTOR_CACHE_DIR). Where g++ fails, the worker retries with Python wrappers.
 - "dequant": with "compile", every 4-bit weight is dequantized by torch ops inside the
   compiled layers (worker/training/graph_dequantization.py), bit-identical to
   bitsandbytes, instead of a bitsandbytes custom op (Python dispatch, ~50 us of CPU)

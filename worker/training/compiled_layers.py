@@ -107,10 +107,9 @@ def compile_decoder_layers(
     if recompute:
         torch._functorch.config.activation_memory_budget = 0.0
     use_lean_generated_code()
-    if cpp_wrapper:
-        import torch._inductor.config as inductor_config
+    import torch._inductor.config as inductor_config
 
-        inductor_config.cpp_wrapper = True
+    inductor_config.cpp_wrapper = cpp_wrapper  # process-wide: an earlier run's choice goes
     for layer in layers:
         if recompute:
             recompute_in_compiled_graph(layer)

@@ -126,9 +126,12 @@ def run_training(
             raise
         compile_failure = _compile_failure_reason(error)
     if compile_failure is not None:
+        # C++ wrappers need g++ and Python's headers on the worker: a failure with them on
+        # drops them first and keeps the compiled layers; any other drops the compiling.
+        dropped = "cpp-wrapper" if acceleration.cpp_wrapper else "compile"
+        retry = RETRY_WITHOUT[dropped]
         reporter.event(
-            f"compiling the decoder layers failed ({compile_failure}); training again without torch.compile",
-            "warning",
+            f"compiling the decoder layers failed ({compile_failure}); training again {retry}", "warning"
         )
         del trainer, model
         _forget_compiled_layers()
@@ -139,7 +142,7 @@ def run_training(
             data,
             models_dir,
             resume_from_checkpoint,
-            disable_acceleration=disable_acceleration | {"compile"},
+            disable_acceleration=disable_acceleration | {dropped},
         )
 
     result = TrainingResult(
@@ -172,13 +175,21 @@ def _compile_failure_reason(error: Exception) -> str:
     return f"{type(inner).__name__}: {lines[-1] if lines else ''}"[:300]
 
 
+RETRY_WITHOUT = {
+    "cpp-wrapper": "with Python wrappers instead of C++ ones",
+    "compile": "without torch.compile",
+}
+
+
 def _forget_compiled_layers() -> None:
     """Drop the failed attempt's compiled graphs and free its GPU memory before the retry."""
     import gc
 
     import torch
+    import torch._inductor.config
 
     torch._dynamo.reset()
+    torch._inductor.config.cpp_wrapper = False  # process-wide; the retry's plan sets its own
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
