@@ -67,6 +67,8 @@ def test_which_batches_are_right_padded() -> None:
     )  # packed rows
     assert not padding_mask.is_right_padded({"input_ids": batch["input_ids"]})
     assert not padding_mask.is_right_padded({**batch, "attention_mask": batch["attention_mask"] * 2})
+    assert not padding_mask.is_right_padded({**batch, "attention_mask": batch["attention_mask"].tolist()})
+    assert not padding_mask.is_right_padded({**batch, "labels": batch["labels"].tolist()})
 
 
 def test_right_padded_batches_get_causal_attention_and_the_same_real_outputs(tmp_path, monkeypatch) -> None:

@@ -41,15 +41,20 @@ def is_right_padded(batch: Any) -> bool:
     True for a 2D 0/1 attention mask with each row's padding at its end, no position ids
     (packed rows need their mask), and no label on a padded position.
     """
+    import torch
+
     if not isinstance(batch, dict) or "position_ids" in batch:
         return False
-    mask = batch.get("attention_mask")
-    if mask is None or mask.dim() != 2 or not bool(((mask == 0) | (mask == 1)).all()):
+    mask, labels = batch.get("attention_mask"), batch.get("labels")
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 2 or mask.device.type != "cpu":
+        return False  # read on the host only: a device tensor would make it wait
+    if not bool(((mask == 0) | (mask == 1)).all()):
         return False
     if not bool((mask[:, 1:] <= mask[:, :-1]).all()):  # 1s, then 0s, in every row
         return False
-    labels = batch.get("labels")
-    return labels is None or not bool((labels[mask == 0] != IGNORE_INDEX).any())
+    if labels is None:
+        return True
+    return isinstance(labels, torch.Tensor) and not bool((labels[mask == 0] != IGNORE_INDEX).any())
 
 
 @contextmanager
