@@ -366,8 +366,8 @@ def plan_acceleration(
     if "flash" in features and plan.asynchronous_steps:
         plan.causal_attention_for_right_padding = True
         plan.notes.append(
-            "right-padded batches attended by SDPA's causal flash kernel, without a padding mask "
-            "(the same attention for every real token)"
+            "right-padded batches attended causally by SDPA (its flash kernel in 16 bit), without a "
+            "padding mask (the same attention for every real token)"
         )
     elif "flash" in features:
         plan.notes.append(
