@@ -238,12 +238,14 @@ def test_a_killed_worker_is_replaced_and_the_run_resumes(stack_factory) -> None:
 def test_pause_saves_a_checkpoint_and_resume_finishes_the_run(stack_factory) -> None:
     stack = stack_factory("sqlite", workers=("training",))
     client = client_for(stack)
+    # Steps enough that the pause lands before the end: the worker reads it within a
+    # second, and the demo model trains tens of steps a second on a quiet machine.
     job = client.fine_tuning.jobs.create(
         model="demo-tiny-llama",
         training_file="demo-antonyms",
         method={
             "type": "supervised",
-            "supervised": {"hyperparameters": {"max_steps": 30, "logging_steps": 1, "batch_size": 4}},
+            "supervised": {"hyperparameters": {"max_steps": 150, "logging_steps": 1, "batch_size": 4}},
         },
     )
     deadline = time.monotonic() + 240
@@ -256,7 +258,7 @@ def test_pause_saves_a_checkpoint_and_resume_finishes_the_run(stack_factory) -> 
     (checkpoint,) = client.fine_tuning.jobs.checkpoints.list(
         job.id
     ).data  # save_steps is 0: the pause saved it
-    assert 5 <= checkpoint.step_number < 30
+    assert 5 <= checkpoint.step_number < 150
     with pytest.raises(openai.BadRequestError):
         client.fine_tuning.jobs.pause(job.id)
 
@@ -268,4 +270,4 @@ def test_pause_saves_a_checkpoint_and_resume_finishes_the_run(stack_factory) -> 
         for event in reversed(client.fine_tuning.jobs.list_events(job.id, limit=500).data)
         if event.type == "metrics" and "train_loss" in event.data
     ]
-    assert steps == list(range(1, 31))
+    assert steps == list(range(1, 151))
