@@ -84,3 +84,34 @@ def demo_sft_trainer(
         train_dataset=data,
         processing_class=load_tokenizer(path),
     )
+
+
+def rows_scored_by_trls_head(monkeypatch: Any) -> list[int]:
+    """The rows each call of trl's fused LM head scores, in call order, with trl's choice
+    forced to what it does on a GPU (select the labelled positions; its kernels stay torch
+    tiles on the CPU)."""
+    import trl.trainer.utils as trl_utils
+
+    rows: list[int] = []
+    original_apply = trl_utils._ChunkedLogProbFunction.apply
+
+    def counting_apply(hidden: Any, *args: Any) -> Any:
+        rows.append(hidden.shape[0])
+        return original_apply(hidden, *args)
+
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", counting_apply)
+    monkeypatch.setattr(trl_utils, "_use_triton", lambda device: True)
+    return rows
+
+
+def note_each_training_batch(monkeypatch: Any, trainer: Any, note: Any) -> list:
+    """note(inputs) for each batch `trainer` computes a loss on, in order."""
+    notes: list = []
+    original_compute_loss = type(trainer).compute_loss
+
+    def noting(self: Any, model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        notes.append(note(inputs))
+        return original_compute_loss(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(type(trainer), "compute_loss", noting)
+    return notes

@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from bench import experiments
-from tests.training_support import demo_sft_trainer, models_dir  # noqa: F401  (fixture)
+from tests.training_support import (  # noqa: F401  (models_dir: a fixture)
+    demo_sft_trainer,
+    models_dir,
+    note_each_training_batch,
+    rows_scored_by_trls_head,
+)
 from worker.training.acceleration import Acceleration
 
 
@@ -157,27 +162,13 @@ def test_fused_qkv_trains_what_three_matmuls_train_with_two_matmuls_fewer(tmp_pa
 
 
 def test_the_selecting_head_experiment_puts_trls_selection_back(models_dir, tmp_path, monkeypatch) -> None:  # noqa: F811
-    import trl.trainer.utils as trl_utils
-
-    scored, labelled = [], []
-    original_apply = trl_utils._ChunkedLogProbFunction.apply
-
-    def counting_apply(hidden, weight, bias, targets, *args):
-        scored.append(hidden.shape[0])
-        return original_apply(hidden, weight, bias, targets, *args)
-
-    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", counting_apply)
-    monkeypatch.setattr(trl_utils, "_use_triton", lambda device: True)  # trl's way on a GPU
+    scored = rows_scored_by_trls_head(monkeypatch)  # trl's way on a GPU, forced here
     plan = Acceleration(asynchronous_steps=True)
     experiments.apply(plan, frozenset({"x-selecting-head"}))
     trainer = plan.prepare_trainer(demo_sft_trainer(models_dir, tmp_path, max_steps=2))
-    original_compute_loss = type(trainer).compute_loss
-
-    def noting_labels(self, model, inputs, *args, **kwargs):
-        labelled.append(int((inputs["labels"][:, 1:] != -100).sum()))
-        return original_compute_loss(self, model, inputs, *args, **kwargs)
-
-    monkeypatch.setattr(type(trainer), "compute_loss", noting_labels)
+    labelled = note_each_training_batch(
+        monkeypatch, trainer, lambda inputs: int((inputs["labels"][:, 1:] != -100).sum())
+    )
     trainer.train()
     assert type(trainer).__name__ == "UnreadMetricsSFTTrainer"
     assert len(scored) == 2 and scored == labelled  # the labelled positions only

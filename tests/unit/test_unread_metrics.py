@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.training_support import demo_sft_trainer, models_dir  # noqa: F401  (fixture)
+from tests.training_support import (  # noqa: F401  (models_dir: a fixture)
+    demo_sft_trainer,
+    models_dir,
+    note_each_training_batch,
+    rows_scored_by_trls_head,
+)
 from worker.training.unread_metrics import BatchFactsCollator, count_input_tokens, keep_metrics_on_device
 
 
@@ -143,16 +148,7 @@ def test_the_head_scores_every_position_with_trls_values(tmp_path, monkeypatch) 
     labels[2, :4] = -100  # a prompt
     batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
-    # trl's way on a Triton device (forced here on the CPU: its kernels stay torch tiles).
-    selected_rows = []
-    original_apply = trl_utils._ChunkedLogProbFunction.apply
-
-    def counting_apply(hidden, *args):
-        selected_rows.append(hidden.shape[0])
-        return original_apply(hidden, *args)
-
-    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", counting_apply)
-    monkeypatch.setattr(trl_utils, "_use_triton", lambda device: True)
+    selected_rows = rows_scored_by_trls_head(monkeypatch)  # trl's way on a GPU, forced here
     selecting, selecting_grads = _fused_head_pass(model, batch)
     with every_position_scored():
         scoring, scoring_grads = _fused_head_pass(model, batch)
@@ -170,25 +166,10 @@ def test_the_head_scores_every_position_with_trls_values(tmp_path, monkeypatch) 
 
 
 def test_training_steps_do_not_select_labelled_positions(models_dir, tmp_path, monkeypatch) -> None:  # noqa: F811
-    import trl.trainer.utils as trl_utils
-
-    scored, positions = [], []
-    original_apply = trl_utils._ChunkedLogProbFunction.apply
-
-    def counting_apply(hidden, *args):
-        scored.append(hidden.shape[0])
-        return original_apply(hidden, *args)
-
-    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", counting_apply)
-    monkeypatch.setattr(trl_utils, "_use_triton", lambda device: True)  # as on a GPU: trl would select
+    scored = rows_scored_by_trls_head(monkeypatch)  # trl would select, as on a GPU
     trainer = keep_metrics_on_device(_trainer(models_dir, tmp_path, "ours", max_steps=3))
-    original_compute_loss = type(trainer).compute_loss
-
-    def noting_positions(self, model, inputs, *args, **kwargs):
-        batch, length = inputs["input_ids"].shape
-        positions.append(batch * (length - 1))
-        return original_compute_loss(self, model, inputs, *args, **kwargs)
-
-    monkeypatch.setattr(type(trainer), "compute_loss", noting_positions)
+    positions = note_each_training_batch(
+        monkeypatch, trainer, lambda inputs: inputs["input_ids"].shape[0] * (inputs["input_ids"].shape[1] - 1)
+    )
     trainer.train()
     assert len(scored) == 3 and scored == positions  # every position of every step's batch
