@@ -30,3 +30,24 @@ def test_the_attributes_stay_bare_and_each_prefix_makes_one_class() -> None:
     assert instance.forward() == "own"  # not ("wrapped", "own")
     assert cached_subclass(WrapsEveryForward, "Compiled", forward=own_forward) is compiled
     assert cached_subclass(WrapsEveryForward, "Paired", forward=own_forward) is not compiled
+
+
+class Greeter:
+    def greet(self) -> str:
+        return "hello"
+
+
+class Louder:
+    """A mixin: its super() is the class it is mixed into."""
+
+    def greet(self) -> str:
+        return super().greet().upper()  # type: ignore[misc]
+
+
+def test_a_mixin_comes_before_the_base_and_reaches_it_through_super() -> None:
+    loud = cached_subclass(Greeter, "Louder", mixin=Louder)
+    assert loud.__name__ == "LouderGreeter" and loud.__mro__[1:3] == (Louder, Greeter)
+    instance = Greeter()
+    instance.__class__ = loud
+    assert instance.greet() == "HELLO" and isinstance(instance, Louder)
+    assert cached_subclass(Greeter, "Louder", mixin=Louder) is loud

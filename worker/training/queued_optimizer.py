@@ -26,6 +26,8 @@ from typing import Any, cast
 
 import torch
 
+from worker.training.class_swap import cached_subclass
+
 
 def step_without_waiting(self: Any, closure: Any = None) -> Any:
     """bitsandbytes.optim.optimizer.Optimizer8bit.step (0.50) without its synchronizes, and with
@@ -192,33 +194,29 @@ def _wait_for_the_device() -> None:
         torch.cuda.synchronize()
 
 
-_SUBCLASSES: dict[type, type] = {}
+# The mixin's methods use bitsandbytes' Optimizer8bit attributes; to the type checker it is one.
+_Optimizer: Any = object
 
 
-def _queued_subclass(base: type) -> type:
-    """`base` with step_without_waiting, and state reads and writes that wait for it (made once)."""
-    if base not in _SUBCLASSES:
+class Queued(_Optimizer):
+    """step_without_waiting, and state reads and writes that wait for it (mixed in before a
+    bitsandbytes optimizer's class by queue_updates)."""
 
-        class Queued(base):  # type: ignore[misc, valid-type]
-            # Wrapped as torch wraps every optimizer's step: its step hooks and profiler label.
-            step = torch.optim.Optimizer.profile_hook_step(step_without_waiting)
-            step.hooked = True  # type: ignore[attr-defined]
+    # Wrapped as torch wraps every optimizer's step: its step hooks and profiler label.
+    step = torch.optim.Optimizer.profile_hook_step(step_without_waiting)
+    step.hooked = True  # type: ignore[attr-defined]
 
-            def state_dict(self) -> dict[str, Any]:
-                """The states as the last queued update left them (they are read on the host)."""
-                _wait_for_the_device()
-                return super().state_dict()
+    def state_dict(self) -> dict[str, Any]:
+        """The states as the last queued update left them (they are read on the host)."""
+        _wait_for_the_device()
+        return super().state_dict()
 
-            def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-                """Overwrite the states once no queued update still writes them."""
-                _wait_for_the_device()
-                super().load_state_dict(state_dict)
-                # The loaded moments are separate tensors now: the next step gathers them again.
-                self.__dict__.pop("_loraboard_group_states", None)
-
-        Queued.__name__ = Queued.__qualname__ = f"Queued{base.__name__}"
-        _SUBCLASSES[base] = Queued
-    return _SUBCLASSES[base]
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Overwrite the states once no queued update still writes them."""
+        _wait_for_the_device()
+        super().load_state_dict(state_dict)
+        # The loaded moments are separate tensors now: the next step gathers them again.
+        self.__dict__.pop("_loraboard_group_states", None)
 
 
 def queue_updates(optimizer: Any) -> bool:
@@ -229,8 +227,8 @@ def queue_updates(optimizer: Any) -> bool:
         return False
     if not isinstance(optimizer, Optimizer8bit):
         return False
-    if type(optimizer) not in _SUBCLASSES.values():
-        optimizer.__class__ = _queued_subclass(type(optimizer))
+    if not isinstance(optimizer, Queued):
+        optimizer.__class__ = cached_subclass(type(optimizer), "Queued", mixin=Queued)
     return True
 
 

@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from worker.training.class_swap import cached_subclass
 from worker.training.padding_mask import causal_attention_for_right_padding, is_right_padded
 
 
@@ -135,117 +136,110 @@ def _never_selects(device: Any) -> bool:
     return False
 
 
-_SUBCLASSES: dict[type, type] = {}
+# The mixin's methods use trl's SFTTrainer attributes; to the type checker it is one.
+_Trainer: Any = object
 
 
-def unread_metrics_subclass(base: type) -> type:
-    """`base` (trl's SFTTrainer or a subclass) with the metrics kept on the GPU (made once)."""
-    if base in _SUBCLASSES.values():
-        return base
-    if base in _SUBCLASSES:
-        return _SUBCLASSES[base]
+class UnreadMetrics(_Trainer):
+    """Overrides of trl's SFTTrainer (mixed in before it by keep_metrics_on_device)."""
 
-    class UnreadMetrics(base):  # type: ignore[misc, valid-type]
-        _unread_tokens: torch.Tensor | None = None
-        _facts_collator: BatchFactsCollator | None = None
-        _batch_facts: BatchFacts | None = None
-        scores_every_position = True
-        """False: trl's head selects the labelled positions (waiting for the GPU), as trl does."""
-        attends_right_padding_causally = False
-        """True: a right-padded batch's attention gets no mask (padding_mask), so SDPA runs
-        its causal flash kernel. Needs the model's attention to be padding_mask.ATTENTION."""
+    _unread_tokens: torch.Tensor | None = None
+    _facts_collator: BatchFactsCollator | None = None
+    _batch_facts: BatchFacts | None = None
+    scores_every_position = True
+    """False: trl's head selects the labelled positions (waiting for the GPU), as trl does."""
+    attends_right_padding_causally = False
+    """True: a right-padded batch's attention gets no mask (padding_mask), so SDPA runs
+    its causal flash kernel. Needs the model's attention to be padding_mask.ATTENTION."""
 
-        def compute_loss(
-            self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
-        ) -> Any:
-            if return_outputs or not self.model.training or not takes_plain_loss(self):
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            # trl's compute_loss for this case, line for line, without the reads.
-            inputs["use_cache"] = False
-            facts = self._batch_facts
-            right_padded = self.attends_right_padding_causally and facts is not None and facts.right_padded
-            with (
-                every_position_scored() if self.scores_every_position else nullcontext(),
-                causal_attention_for_right_padding(right_padded),
-            ):
-                outputs = model(**inputs, fused_lm_head=True)
-            num_tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
-            loss = -outputs.log_probs.sum() / torch.as_tensor(num_tokens).clamp(min=1)
-            with torch.no_grad():
-                # entropy and is_top1 are zero on ignored positions: a step with no valid
-                # position gives 0 / 1 = 0, as trl's `if num_valid > 0 else 0.0` does.
-                valid = outputs.label_mask.sum().clamp(min=1)
-                metrics = self._metrics["train"]
-                metrics["entropy"].append(outputs.entropy.detach().sum() / valid)
-                metrics["mean_token_accuracy"].append(outputs.is_top1.sum() / valid)
-                if "attention_mask" in inputs:
-                    tokens = inputs["attention_mask"].sum()
-                else:
-                    position_ids = inputs["position_ids"]
-                    tokens = torch.tensor(position_ids.size(1), device=position_ids.device)
-                tokens = tokens // self._tp_size
-                self._unread_tokens = tokens if self._unread_tokens is None else self._unread_tokens + tokens
-            return loss
+    def compute_loss(
+        self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
+        if return_outputs or not self.model.training or not takes_plain_loss(self):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        # trl's compute_loss for this case, line for line, without the reads.
+        inputs["use_cache"] = False
+        facts = self._batch_facts
+        right_padded = self.attends_right_padding_causally and facts is not None and facts.right_padded
+        with (
+            every_position_scored() if self.scores_every_position else nullcontext(),
+            causal_attention_for_right_padding(right_padded),
+        ):
+            outputs = model(**inputs, fused_lm_head=True)
+        num_tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+        loss = -outputs.log_probs.sum() / torch.as_tensor(num_tokens).clamp(min=1)
+        with torch.no_grad():
+            # entropy and is_top1 are zero on ignored positions: a step with no valid
+            # position gives 0 / 1 = 0, as trl's `if num_valid > 0 else 0.0` does.
+            valid = outputs.label_mask.sum().clamp(min=1)
+            metrics = self._metrics["train"]
+            metrics["entropy"].append(outputs.entropy.detach().sum() / valid)
+            metrics["mean_token_accuracy"].append(outputs.is_top1.sum() / valid)
+            if "attention_mask" in inputs:
+                tokens = inputs["attention_mask"].sum()
+            else:
+                position_ids = inputs["position_ids"]
+                tokens = torch.tensor(position_ids.size(1), device=position_ids.device)
+            tokens = tokens // self._tp_size
+            self._unread_tokens = tokens if self._unread_tokens is None else self._unread_tokens + tokens
+        return loss
 
-        def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
-            """The step's loss, with transformers' logging_nan_inf_filter applied on the device."""
-            collated = self._facts_collator
-            self._batch_facts = collated.take(inputs) if collated is not None else None
-            loss = super().training_step(model, inputs, num_items_in_batch)
-            running = getattr(self, "_tr_loss", None)
-            if self.args.logging_nan_inf_filter or not isinstance(running, torch.Tensor):
-                return loss  # transformers filters (reading the loss), or there is no loop to filter for
-            # transformers: "if loss is nan or inf simply add the average of previous logged losses"
-            average = running / (1 + self.state.global_step - self._globalstep_last_logged)
-            return torch.where(torch.isfinite(loss), loss, average)
+    def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
+        """The step's loss, with transformers' logging_nan_inf_filter applied on the device."""
+        collated = self._facts_collator
+        self._batch_facts = collated.take(inputs) if collated is not None else None
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        running = getattr(self, "_tr_loss", None)
+        if self.args.logging_nan_inf_filter or not isinstance(running, torch.Tensor):
+            return loss  # transformers filters (reading the loss), or there is no loop to filter for
+        # transformers: "if loss is nan or inf simply add the average of previous logged losses"
+        average = running / (1 + self.state.global_step - self._globalstep_last_logged)
+        return torch.where(torch.isfinite(loss), loss, average)
 
-        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-            """Read what the steps left on the GPU, then log as trl does."""
-            if self._unread_tokens is not None:
-                self._total_train_tokens += int(self._unread_tokens)
-                self._unread_tokens = None
-                self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
-            for values in self._metrics.values():
-                for key, series in values.items():
-                    values[key] = [float(v) if isinstance(v, torch.Tensor) else v for v in series]
-            super().log(logs, start_time)
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Read what the steps left on the GPU, then log as trl does."""
+        if self._unread_tokens is not None:
+            self._total_train_tokens += int(self._unread_tokens)
+            self._unread_tokens = None
+            self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+        for values in self._metrics.values():
+            for key, series in values.items():
+                values[key] = [float(v) if isinstance(v, torch.Tensor) else v for v in series]
+        super().log(logs, start_time)
 
-        def get_train_dataloader(self) -> Any:
-            """The training batches, noted on the host as the collator makes them."""
-            main_input_name = getattr(self.model, "main_input_name", "input_ids")
-            pad_token_id = getattr(self.processing_class, "pad_token_id", None)
-            mode = self.args.include_num_input_tokens_seen
-            collator: Any = self.data_collator  # type: ignore[has-type]
-            noting = BatchFactsCollator(
-                collator,
-                lambda batch: count_input_tokens(batch, mode, main_input_name, pad_token_id),
-                main_input_name,
-            )
-            self.data_collator = noting
-            try:
-                loader = super().get_train_dataloader()
-            finally:
-                self.data_collator = collator
-            # Collated in worker processes, the facts never reach this one: transformers
-            # counts, and every batch keeps its mask.
-            self._facts_collator = noting if self.args.dataloader_num_workers == 0 else None
-            return loader
+    def get_train_dataloader(self) -> Any:
+        """The training batches, noted on the host as the collator makes them."""
+        main_input_name = getattr(self.model, "main_input_name", "input_ids")
+        pad_token_id = getattr(self.processing_class, "pad_token_id", None)
+        mode = self.args.include_num_input_tokens_seen
+        collator: Any = self.data_collator  # type: ignore[has-type]
+        noting = BatchFactsCollator(
+            collator,
+            lambda batch: count_input_tokens(batch, mode, main_input_name, pad_token_id),
+            main_input_name,
+        )
+        self.data_collator = noting
+        try:
+            loader = super().get_train_dataloader()
+        finally:
+            self.data_collator = collator
+        # Collated in worker processes, the facts never reach this one: transformers
+        # counts, and every batch keeps its mask.
+        self._facts_collator = noting if self.args.dataloader_num_workers == 0 else None
+        return loader
 
-        def _track_num_input_tokens(self, inputs: Any) -> None:
-            facts = self._batch_facts  # this batch's: training_step took them
-            tokens = None
-            if facts is not None and self.args.include_num_input_tokens_seen != "no":
-                tokens = facts.tokens
-            if tokens is None:
-                return super()._track_num_input_tokens(inputs)
-            self.state.num_input_tokens_seen += tokens
-
-    UnreadMetrics.__name__ = UnreadMetrics.__qualname__ = f"UnreadMetrics{base.__name__}"
-    _SUBCLASSES[base] = UnreadMetrics
-    return UnreadMetrics
+    def _track_num_input_tokens(self, inputs: Any) -> None:
+        facts = self._batch_facts  # this batch's: training_step took them
+        tokens = None
+        if facts is not None and self.args.include_num_input_tokens_seen != "no":
+            tokens = facts.tokens
+        if tokens is None:
+            return super()._track_num_input_tokens(inputs)
+        self.state.num_input_tokens_seen += tokens
 
 
 def keep_metrics_on_device(trainer: Any) -> Any:
-    """Swap `trainer`'s class for the subclass above, in place (before train()). Returns it."""
-    trainer.__class__ = unread_metrics_subclass(type(trainer))
+    """Give `trainer` (trl's SFTTrainer) the overrides above, in place (before train()). Returns it."""
+    if not isinstance(trainer, UnreadMetrics):
+        trainer.__class__ = cached_subclass(type(trainer), "UnreadMetrics", mixin=UnreadMetrics)
     return trainer
