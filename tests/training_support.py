@@ -115,3 +115,18 @@ def note_each_training_batch(monkeypatch: Any, trainer: Any, note: Any) -> list:
 
     monkeypatch.setattr(type(trainer), "compute_loss", noting)
     return notes
+
+
+def sdpa_calls(monkeypatch: Any) -> list[tuple[Any, Any]]:
+    """(attn_mask, is_causal) of every call of torch's scaled_dot_product_attention, in order."""
+    import torch.nn.functional as F
+
+    calls: list[tuple[Any, Any]] = []
+    original_sdpa = F.scaled_dot_product_attention
+
+    def noting_sdpa(*args: Any, **kwargs: Any) -> Any:
+        calls.append((kwargs.get("attn_mask"), kwargs.get("is_causal")))
+        return original_sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", noting_sdpa)
+    return calls

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.training_support import demo_sft_trainer, models_dir  # noqa: F401  (fixture)
+from tests.training_support import demo_sft_trainer, models_dir, sdpa_calls  # noqa: F401  (fixture)
 from worker.training.acceleration import Acceleration
 
 
@@ -33,21 +33,12 @@ def _train(models_dir, tmp_path, name: str, acceleration: Acceleration | None): 
 
 @pytest.mark.filterwarnings("ignore:Paged optimizers are not supported on CPU")
 def test_async_trains_and_logs_what_the_recipe_does(models_dir, tmp_path, monkeypatch) -> None:  # noqa: F811
-    import torch.nn.functional as F
-
     theirs = _train(models_dir, tmp_path, "recipe", None)
-    masks = []
-    original_sdpa = F.scaled_dot_product_attention
-
-    def noting_sdpa(*args, **kwargs):
-        masks.append(kwargs.get("attn_mask"))
-        return original_sdpa(*args, **kwargs)
-
-    monkeypatch.setattr(F, "scaled_dot_product_attention", noting_sdpa)
+    calls = sdpa_calls(monkeypatch)
     plan = Acceleration(asynchronous_steps=True, causal_attention_for_right_padding=True)
     ours = _train(models_dir, tmp_path, "async", plan)
     # trl's batches are padded at the right: causal attention, no mask, the same training
-    assert masks and all(mask is None for mask in masks)
+    assert calls and all(mask is None for mask, _ in calls)
 
     assert ours.model.config._attn_implementation == "loraboard_sdpa"
     assert type(ours).__name__ == "UnreadMetricsSFTTrainer"

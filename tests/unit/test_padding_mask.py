@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tests.compiled_layers_support import VOCAB, save_random_llama
+from tests.training_support import sdpa_calls
 from worker.training import padding_mask
 
 
@@ -72,22 +73,13 @@ def test_which_batches_are_right_padded() -> None:
 
 
 def test_right_padded_batches_get_causal_attention_and_the_same_real_outputs(tmp_path, monkeypatch) -> None:
-    import torch.nn.functional as F
-
     model = _model(tmp_path, "sdpa")
     assert padding_mask.use_mask_without_host_checks(model)
     batch = _right_padded_batch()
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     masked = model(**inputs).logits
 
-    calls = []
-    original_sdpa = F.scaled_dot_product_attention
-
-    def noting_sdpa(*args, **kwargs):
-        calls.append((kwargs.get("attn_mask"), kwargs.get("is_causal")))
-        return original_sdpa(*args, **kwargs)
-
-    monkeypatch.setattr(F, "scaled_dot_product_attention", noting_sdpa)
+    calls = sdpa_calls(monkeypatch)
     with padding_mask.causal_attention_for_right_padding():
         causal = model(**inputs).logits
     assert calls and all(mask is None and is_causal for mask, is_causal in calls)
