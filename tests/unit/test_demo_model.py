@@ -57,3 +57,15 @@ def test_loads_in_4bit_and_every_linear_is_quantizable(models_dir):  # noqa: F81
     with torch.no_grad():
         logits = model(torch.tensor([[1, 100, 200]])).logits
     assert logits.shape == (1, 3, model.config.vocab_size) and torch.isfinite(logits).all()
+
+
+def test_building_leaves_the_random_state_of_the_caller_alone(tmp_path):
+    """A run that builds the demo model on first use must draw the same LoRA init, with the
+    same seed, as a run that finds it built (bench/compare_paths.py's first run did not)."""
+    import torch
+
+    torch.manual_seed(1234)
+    expected = torch.rand(4)
+    torch.manual_seed(1234)
+    ensure_demo_model(tmp_path)
+    assert torch.equal(torch.rand(4), expected)

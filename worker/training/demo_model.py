@@ -111,10 +111,14 @@ def build_demo_model(directory: Path) -> None:
         pad_token_id=tokenizer.pad_token_id,
         **ARCHITECTURE,
     )
-    torch.manual_seed(SEED)
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():
-        model.lm_head.weight.normal_(mean=0.0, std=HEAD_INIT_STD)
+    # The weights are drawn from the CPU generator seeded with SEED, inside a fork that
+    # restores its state after: a run that builds the model on first use must draw the same
+    # LoRA init as one that finds it built (torch.manual_seed would also reseed CUDA's).
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(SEED)
+        model = LlamaForCausalLM(config)
+        with torch.no_grad():
+            model.lm_head.weight.normal_(mean=0.0, std=HEAD_INIT_STD)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(directory)
 

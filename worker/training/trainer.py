@@ -57,12 +57,14 @@ def run_training(
     checkpoints_dir, adapter_dir = output_dir / "checkpoints", output_dir / "adapter"
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
 
-    # 1. Seed everything (LoRA init, dropout, data order) before anything random happens.
+    # 1. The model's files, which may be built or fetched first; then seed everything (LoRA
+    # init, dropout, data order), so the same seed trains the same whether or not this run
+    # is the one that built them.
+    model_path = resolve_model(config.model_name, models_dir)
     set_seed(config.seed)
 
     # 2. Device, acceleration plan, and the run config mapped onto the installed libraries.
     device = detect_device()
-    model_path = resolve_model(config.model_name, models_dir)
     acceleration = _plan_acceleration(config, device, reporter, model_path, disable_acceleration)
     has_eval = bool(data.validation) or config.eval_fraction > 0
     arguments = map_arguments(config, device, checkpoints_dir, has_eval=has_eval, acceleration=acceleration)
