@@ -124,9 +124,7 @@ def loss_agreement(reference: dict[int, float], losses: dict[int, float]) -> dic
         ),
         "windows": windows,
         # What the demo preset itself logs (a mean every `every` steps) compared the same way.
-        f"max_relative_difference_of_{every}_step_means_after_step_10": max(
-            logged.values(), default=None
-        ),
+        f"max_relative_difference_of_{every}_step_means_after_step_10": max(logged.values(), default=None),
     }
 
 
