@@ -326,7 +326,11 @@ DEMO_OVERRIDES: dict[str, Any] = {
     "num_train_epochs": 20,
     "per_device_train_batch_size": 32,
     "gradient_checkpointing": False,
-    "learning_rate": 3e-3,
+    # 1e-3, not 3e-3: at 3e-3 the loss spiked and seed 43 ended at 84% held-out (CPU) and
+    # 76% (H200), and a 1e-7 change of the LoRA init moved the loss by over 2% from step 75
+    # on. At 1e-3 seeds 42-47 all reach 98.75-100% on 2 CPU cores in the same 300 steps
+    # (bench/RESULTS.md, round 9).
+    "learning_rate": 1e-3,
     "optim": "adamw_torch",
     "max_seq_length": 64,
     "max_grad_norm": 1.0,
