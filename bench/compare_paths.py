@@ -4,7 +4,7 @@ Same seed, data and order; prints the logged losses of both, their largest relat
 difference after step 10, and each adapter's exact answers on the held-out prompts
 (greedy), so "faster" can be checked to still mean "the same training". With --controls,
 the reference also trains changed in one way only (its LoRA A weights one float32 ulp up;
-another seed), which measures how much the demo's training amplifies a tiny difference.
+another seed: the run's + 1), which measures how much the demo's training amplifies a tiny difference.
 
     python bench/compare_paths.py --controls --out compare.json   # on a CUDA machine (or CPU, slowly)
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.run_config import DEMO_DATASET_ID, DEMO_OVERRIDES, preset_config  # noqa: E402
+from app.run_config import DEMO_DATASET_ID, DEMO_OVERRIDES, RunConfig, preset_config  # noqa: E402
 from app.services.completions import QUANTIZATION_FIELDS  # noqa: E402
 from worker.training.demo_dataset import demo_dataset_path  # noqa: E402
 from worker.training.inference import clear_cache, generate_chat  # noqa: E402
@@ -78,10 +78,10 @@ def lora_a_nudged_by_one_ulp():
         peft.get_peft_model = original
 
 
-# Controls, each the reference recipe changed in one way: (trainer, config overrides, context).
+# Controls, each the reference recipe changed in one way: (trainer, seed offset, context).
 CONTROLS = {
-    "reference-lora-a-nudged": ("reference", {}, lora_a_nudged_by_one_ulp),
-    "reference-seed-43": ("reference", {"seed": 43}, contextlib.nullcontext),
+    "reference-lora-a-nudged": ("reference", 0, lora_a_nudged_by_one_ulp),
+    "reference-next-seed": ("reference", 1, contextlib.nullcontext),
 }
 WINDOWS = ((11, 50), (51, 100), (101, 150), (151, 10**9))
 
@@ -139,18 +139,27 @@ def main() -> int:
         action="store_true",
         help="also train the reference with its LoRA A nudged by one float32 ulp, and with another seed",
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=RunConfig.model_fields["seed"].default,
+        help="the seed both paths train with",
+    )
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     import torch
 
     scratch = Path(tempfile.mkdtemp(prefix="loraboard-paths-"))
     models_dir = scratch / "models"
-    result: dict = {"card": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
+    result: dict = {
+        "card": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "seed": args.seed,
+    }
     paths = ["reference", "loraboard"] + (list(CONTROLS) if args.controls else [])
     for path in paths:
-        trainer, overrides, perturbation = CONTROLS.get(path, (path, {}, contextlib.nullcontext))
+        trainer, seed_offset, perturbation = CONTROLS.get(path, (path, 0, contextlib.nullcontext))
         config = preset_config(
-            "demo", trainer=trainer, max_steps=args.max_steps, logging_steps=1, **overrides
+            "demo", trainer=trainer, max_steps=args.max_steps, logging_steps=1, seed=args.seed + seed_offset
         )
         reporter = MemoryReporter()
         started = time.perf_counter()
