@@ -247,3 +247,27 @@ def test_a_compilation_failure_after_a_log_is_not_hidden(models_dir, tmp_path, m
     with pytest.raises(torch._dynamo.exc.TorchRuntimeError, match="a recompile failed"):
         run_training(small(), tmp_path, reporter, DataSources(train=DEMO_DATASET_ID), models_dir)
     assert not any("without torch.compile" in message for _, message, _ in reporter.events)
+
+
+def test_the_same_seed_trains_the_same_whether_or_not_the_run_built_the_model(tmp_path):
+    """The first run in a fresh models directory builds the demo model; the second finds it.
+    Both must draw the same LoRA init and train to the same adapter (bench/compare_paths.py
+    once compared a run that built the model with one that did not)."""
+    from safetensors.torch import load_file
+
+    from worker.training.trainer import run_training
+
+    models_dir = tmp_path / "models"  # empty: the first run builds the demo model
+    adapters = []
+    for name in ("builds-the-model", "finds-it-built"):
+        run_training(
+            small(max_steps=2),
+            tmp_path / name,
+            MemoryReporter(),
+            DataSources(train=DEMO_DATASET_ID),
+            models_dir,
+        )
+        adapters.append(load_file(tmp_path / name / "adapter" / "adapter_model.safetensors"))
+    first, second = adapters
+    assert first.keys() == second.keys() and first
+    assert all((first[name] == second[name]).all() for name in first)
