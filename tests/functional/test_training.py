@@ -257,7 +257,7 @@ def test_the_same_seed_trains_the_same_whether_or_not_the_run_built_the_model(tm
 
     from worker.training.trainer import run_training
 
-    models_dir = tmp_path / "models"  # empty: the first run builds the demo model
+    fresh_models_dir = tmp_path / "models"  # empty: the first run builds the demo model
     adapters = []
     for name in ("builds-the-model", "finds-it-built"):
         run_training(
@@ -265,7 +265,7 @@ def test_the_same_seed_trains_the_same_whether_or_not_the_run_built_the_model(tm
             tmp_path / name,
             MemoryReporter(),
             DataSources(train=DEMO_DATASET_ID),
-            models_dir,
+            fresh_models_dir,
         )
         adapters.append(load_file(tmp_path / name / "adapter" / "adapter_model.safetensors"))
     first, second = adapters
