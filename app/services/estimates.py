@@ -11,6 +11,7 @@ the form answers on an air-gapped box too. The arithmetic is PARAMETERS.md's:
     adapters + optimizer  fp32 weight, gradient and two Adam moments: 16 bytes per LoRA parameter
     activations           grow with batch x sequence length; with gradient checkpointing
                           only each layer's input is kept (plus one layer during recompute)
+    dequantized layer     Loraboard's compiled layers: one layer's weights in bf16
 """
 
 from __future__ import annotations
@@ -268,6 +269,28 @@ def activation_bytes(shape: ModelShape, config: RunConfig) -> int:
     return layers + logits
 
 
+def dequantized_layer_bytes(shape: ModelShape, config: RunConfig) -> int:
+    """One decoder layer's Linear weights in bfloat16: held by Loraboard's compiled layers.
+
+    On a CUDA GPU (compute capability 8.0 and up) Loraboard's trainer runs a 16-bit-compute
+    run's model in bfloat16 and, from COMPILE_MIN_HIDDEN_SIZE up, compiles its decoder
+    layers, which dequantize their 4-bit weights inside the graph
+    (worker/training/acceleration.py). While a layer is recomputed in the backward pass its
+    weights live in bfloat16 for the input-gradient matmuls. Measured on the 7B shape: that
+    path's peaks were 0.08-0.81 GiB above the earlier path's (bench/RESULTS.md, round 9);
+    one layer is 0.38 GiB.
+    """
+    from worker.training.acceleration import COMPILE_MIN_HIDDEN_SIZE
+
+    compiled = (
+        config.trainer == "loraboard"
+        and config.use_4bit
+        and config.bnb_4bit_compute_dtype != "float32"
+        and shape.hidden_size >= COMPILE_MIN_HIDDEN_SIZE
+    )
+    return 2 * sum(d_in * d_out for d_in, d_out in shape.linear_shapes().values()) if compiled else 0
+
+
 def estimate_memory(shape: ModelShape, config: RunConfig, trainable: int) -> dict[str, Any]:
     """Bytes per component, their total, and a verdict for each common GPU size."""
     linear = linear_parameters(shape)
@@ -291,8 +314,14 @@ def estimate_memory(shape: ModelShape, config: RunConfig, trainable: int) -> dic
             "Activations" + (" (checkpointed)" if config.gradient_checkpointing else ""),
             activation_bytes(shape, config),
         ),
+        (
+            "dequantized",
+            "One layer's weights dequantized (compiled layers)",
+            dequantized_layer_bytes(shape, config),
+        ),
         ("overhead", "CUDA context and allocator slack", CUDA_OVERHEAD_BYTES),
     ]
+    parts = [part for part in parts if part[0] != "dequantized" or part[2]]  # a line only where it applies
     total = sum(value for _, _, value in parts)
     return {
         "parts": [

@@ -105,3 +105,24 @@ def test_verdicts_per_gpu() -> None:
     assert all(item["status"] == "fits" for item in classic["verdicts"])
     no_checkpointing = estimate_memory(LLAMA2_7B, RunConfig(gradient_checkpointing=False), 33_554_432)
     assert no_checkpointing["verdicts"][0]["status"] == "no"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "held"),
+    [
+        ({}, True),  # the default trainer compiles a 7B model's layers
+        ({"trainer": "reference"}, False),  # the classic recipe dequantizes one matmul at a time
+        ({"bnb_4bit_compute_dtype": "float32"}, False),  # float32 compute is kept, not compiled
+        ({"use_4bit": False}, False),  # nothing to dequantize
+    ],
+)
+def test_the_compiled_layers_hold_one_dequantized_layer(overrides, held) -> None:
+    config = RunConfig(model_name="NousResearch/Llama-2-7b-chat-hf", **overrides)
+    parts = {part["key"]: part["bytes"] for part in estimate_memory(LLAMA2_7B, config, 0)["parts"]}
+    # q, k, v, o at 4096 x 4096 and gate, up, down at 4096 x 11008, two bytes each
+    assert parts.get("dequantized", 0) == (2 * (4 * 4096 * 4096 + 3 * 4096 * 11008) if held else 0)
+
+
+def test_the_demo_model_is_too_small_to_compile() -> None:
+    config = preset_config("demo", bnb_4bit_compute_dtype="bfloat16")
+    assert "dequantized" not in {part["key"] for part in estimate_run(config).memory["parts"]}
