@@ -288,7 +288,7 @@ def dequantized_layer_bytes(shape: ModelShape, config: RunConfig) -> int:
         and config.bnb_4bit_compute_dtype != "float32"
         and shape.hidden_size >= COMPILE_MIN_HIDDEN_SIZE
     )
-    return 2 * sum(d_in * d_out for d_in, d_out in shape.linear_shapes().values()) if compiled else 0
+    return 2 * linear_parameters(shape) // shape.num_layers if compiled else 0
 
 
 def estimate_memory(shape: ModelShape, config: RunConfig, trainable: int) -> dict[str, Any]:
