@@ -62,9 +62,11 @@ def lora_a_nudged_by_one_ulp():
     import torch
 
     original = peft.get_peft_model
+    made = []
 
     def nudged(*args, **kwargs):
         model = original(*args, **kwargs)
+        made.append(model)
         with torch.no_grad():
             for name, parameter in model.named_parameters():
                 if "lora_A" in name:
@@ -76,6 +78,8 @@ def lora_a_nudged_by_one_ulp():
         yield
     finally:
         peft.get_peft_model = original
+    if not made:  # a control that changed nothing would read as "the reference is stable"
+        raise RuntimeError("no adapter was made through peft.get_peft_model: nothing was nudged")
 
 
 # Controls, each the reference recipe changed in one way: (trainer, seed offset, context).

@@ -314,14 +314,11 @@ def estimate_memory(shape: ModelShape, config: RunConfig, trainable: int) -> dic
             "Activations" + (" (checkpointed)" if config.gradient_checkpointing else ""),
             activation_bytes(shape, config),
         ),
-        (
-            "dequantized",
-            "One layer's weights dequantized (compiled layers)",
-            dequantized_layer_bytes(shape, config),
-        ),
         ("overhead", "CUDA context and allocator slack", CUDA_OVERHEAD_BYTES),
     ]
-    parts = [part for part in parts if part[0] != "dequantized" or part[2]]  # a line only where it applies
+    dequantized = dequantized_layer_bytes(shape, config)
+    if dequantized:  # a line only where the compiled layers run
+        parts.insert(-1, ("dequantized", "One layer's weights dequantized (compiled layers)", dequantized))
     total = sum(value for _, _, value in parts)
     return {
         "parts": [

@@ -202,3 +202,24 @@ def test_the_dequantization_kernel_is_opt_in_and_needs_the_graph_dequantization(
         disable=frozenset({"dequant"}),
     )
     assert not plan.dequantize_in_graph and not plan.dequantize_kernel
+
+
+def test_the_memory_estimate_counts_a_dequantized_layer_exactly_where_the_plan_dequantizes(
+    triton_installed,
+) -> None:
+    """app/services/estimates.py restates the planner's rule (the server has no GPU to plan
+    on); this keeps the two from drifting apart."""
+    import dataclasses
+
+    from app.run_config import RunConfig
+    from app.services.estimates import KNOWN_SHAPES, dequantized_layer_bytes
+
+    llama = KNOWN_SHAPES["nousresearch/llama-2-7b-chat-hf"]
+    for hidden_size in (1024, 2047, 2048, 4096, 5120):
+        for compute_dtype in ("float16", "bfloat16", "float32"):
+            plan = plan_acceleration(
+                "cuda", (9, 0), True, False, hidden_size=hidden_size, compute_dtype=compute_dtype
+            )
+            shape = dataclasses.replace(llama, hidden_size=hidden_size)
+            counted = dequantized_layer_bytes(shape, RunConfig(bnb_4bit_compute_dtype=compute_dtype)) > 0
+            assert counted == plan.dequantize_in_graph, (hidden_size, compute_dtype)

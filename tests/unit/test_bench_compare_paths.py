@@ -65,3 +65,8 @@ def test_the_control_moves_every_lora_a_weight_one_ulp_up_and_nothing_else():
             assert torch.equal(nudged[name], expected) and not torch.equal(nudged[name], parameter)
         else:
             assert torch.equal(nudged[name], parameter)
+
+
+def test_a_control_that_nudged_nothing_is_an_error():
+    with pytest.raises(RuntimeError, match="nothing was nudged"), lora_a_nudged_by_one_ulp():
+        pass
