@@ -138,7 +138,7 @@ def test_a_pause_saves_a_checkpoint_even_without_save_steps(models_dir, tmp_path
 
 
 # After an evaluation, training must still backpropagate through the 4-bit base (see
-# trainer._keep_trainable_4bit_layout): torch's warning about it is an error here.
+# cpu_4bit_layout.keep_trainable_layout): torch's warning about it is an error here.
 @pytest.mark.filterwarnings("error:.*autograd kernel was not registered")
 def test_validation_split_reports_eval_loss(models_dir, tmp_path):  # noqa: F811
     from worker.training.trainer import run_training

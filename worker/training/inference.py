@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.training.arguments import detect_device, quantization_kwargs
+from worker.training.cpu_4bit_layout import restore_plain_layout
 from worker.training.data import render_chat_prompt
 from worker.training.demo_model import resolve_model
 from worker.training.model_loading import load_base_model, load_tokenizer
@@ -132,6 +133,9 @@ def _use_adapter(model: Any, adapter_dir: str | None) -> tuple[Any, Any]:
     key = str(Path(adapter_dir).resolve())
     wrapped = _base["peft"]
     if key not in _adapters:
+        # peft reads the base's state_dict while it attaches: the CPU-packed weights must be
+        # in their plain layout first (cpu_4bit_layout), or every later answer is gibberish.
+        restore_plain_layout(model)
         if len(_adapters) >= MAX_ADAPTERS:
             _, oldest = _adapters.popitem(last=False)
             wrapped.delete_adapter(oldest)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from worker.training.arguments import DeviceInfo, MappedArguments, detect_device, map_arguments
 from worker.training.callbacks import ReporterCallback
+from worker.training.cpu_4bit_layout import keep_trainable_layout
 from worker.training.data import build_datasets
 from worker.training.demo_model import resolve_model
 from worker.training.model_loading import load_base_model, load_tokenizer
@@ -240,7 +241,7 @@ def _build_model(model_path: str, config: RunConfig, arguments: MappedArguments,
 
     model = load_base_model(model_path, arguments.quantization, arguments.model)
     model.config.use_cache = False  # no KV cache in training (it also conflicts with checkpointing)
-    _keep_trainable_4bit_layout(model)
+    keep_trainable_layout(model)  # evaluation in between must not repack the weights for inference
     if acceleration is not None:
         model = acceleration.prepare_model(model)
     one_dtype = arguments.model.get("dtype", arguments.model.get("torch_dtype")) in (
@@ -272,20 +273,6 @@ def _build_model(model_path: str, config: RunConfig, arguments: MappedArguments,
     if acceleration is not None:
         model = acceleration.prepare_adapters(model)
     return model
-
-
-def _keep_trainable_4bit_layout(model: Any) -> None:
-    """Stop bitsandbytes from repacking 4-bit weights into its CPU inference layout.
-
-    On a CPU with AVX512-BF16, bitsandbytes (0.50) repacks a Linear4bit's weights the
-    first time it runs in eval mode (the Trainer's evaluation), for good; the repacked
-    matmul has no backward, so after the first evaluation the gradient would stop
-    flowing through the frozen base to the adapters of the layers below (torch only
-    warns "silently incorrect behavior"). Training keeps the trainable layout.
-    """
-    for module in model.modules():
-        if hasattr(module, "support_avx512bf16_for_cpu"):
-            module.support_avx512bf16_for_cpu = False
 
 
 def _resume_path(resume: str | bool | None, checkpoints_dir: Path) -> str | None:
