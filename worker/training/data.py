@@ -50,11 +50,20 @@ def load_records(
     elif Path(source).is_file() and Path(source).suffix.lower() in SUPPORTED_EXTENSIONS:
         records = read_records(Path(source))
     else:
-        # A local directory or a hub id: datasets knows both (and needs the hub for the latter).
-        # A validation source without a "validation" split gives its "train" split.
+        # A local directory, or a hub id resolved through the hub's cache (worker/training/hub.py)
+        # so that it works offline and fails with a clear message. A validation source without
+        # a "validation" split gives its "train" split.
         from datasets import load_dataset
 
-        splits = load_dataset(source)
+        from app.config import get_settings
+        from worker.training.hub import hub_snapshot
+
+        directory = (
+            source
+            if Path(source).is_dir()
+            else hub_snapshot(source, repo_type="dataset", token=get_settings().hub_token(), param="dataset")
+        )
+        splits = load_dataset(str(directory))
         records = (splits[split] if split in splits else splits["train"]).to_list()
     return records, validate_records(records, declared_format)
 
@@ -68,7 +77,8 @@ def render_examples(records: list[dict], dataset_format: str, tokenizer: Any) ->
         "messages": lambda record: _render_messages(record["messages"], tokenizer),
         "prompt_completion": lambda record: {"prompt": record["prompt"], "completion": record["completion"]},
         "instruction": _render_instruction,
-        "text": lambda record: {"text": record["text"]},
+        # Text written out with its own <s> (guanaco-llama2-1k): one BOS, not two.
+        "text": lambda record: {"text": _strip_leading_bos(record["text"], tokenizer)},
     }[dataset_format]
     return [render(record) for record in records]
 

@@ -66,13 +66,6 @@ You are a helpful assistant. Answer with one word. Thank you! Sure, here is the 
 """
 
 
-def resolve_model(model_name: str, models_dir: Path) -> str:
-    """The demo id -> the built model's directory; anything else (hub id, local dir) passes through."""
-    if model_name == DEMO_MODEL_ID:
-        return str(ensure_demo_model(models_dir))
-    return model_name
-
-
 def ensure_demo_model(models_dir: Path) -> Path:
     """The demo model's directory under models_dir, built on first use."""
     target = Path(models_dir) / DEMO_MODEL_ID

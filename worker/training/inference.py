@@ -20,8 +20,8 @@ from typing import Any
 from worker.training.arguments import detect_device, quantization_kwargs
 from worker.training.cpu_4bit_layout import restore_plain_layout
 from worker.training.data import render_chat_prompt
-from worker.training.demo_model import resolve_model
 from worker.training.model_loading import load_base_model, load_tokenizer
+from worker.training.model_sources import resolve_model
 
 MAX_ADAPTERS = 8  # attached adapters kept per base; the least recently used is dropped beyond that
 

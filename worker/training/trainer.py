@@ -24,8 +24,8 @@ from worker.training.arguments import DeviceInfo, MappedArguments, detect_device
 from worker.training.callbacks import ReporterCallback
 from worker.training.cpu_4bit_layout import keep_trainable_layout
 from worker.training.data import build_datasets
-from worker.training.demo_model import resolve_model
 from worker.training.model_loading import load_base_model, load_tokenizer
+from worker.training.model_sources import resolve_model
 from worker.training.reporting import DataSources, Reporter, TrainingResult
 from worker.training.schedule import derive_schedule
 
@@ -61,7 +61,7 @@ def run_training(
     # 1. The model's files, which may be built or fetched first; then seed everything (LoRA
     # init, dropout, data order), so the same seed trains the same whether or not this run
     # is the one that built them.
-    model_path = resolve_model(config.model_name, models_dir)
+    model_path = resolve_model(config.model_name, models_dir, progress=reporter.event)
     set_seed(config.seed)
 
     # 2. Device, acceleration plan, and the run config mapped onto the installed libraries.
