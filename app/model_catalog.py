@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.run_config import DEMO_MODEL_ID
-
-SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+from app.run_config import DEMO_MODEL_ID, SMOLLM2_ID
 
 
 @dataclass(frozen=True)

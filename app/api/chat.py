@@ -10,8 +10,8 @@ from sqlmodel import col, select
 
 from app.db import SessionDep
 from app.errors import APIError
+from app.model_catalog import BUILTIN_MODELS, BuiltinModel
 from app.models import Run, RunStatus
-from app.run_config import DEMO_MODEL_ID
 from app.services import runs
 from app.services.completions import complete_chat
 
@@ -73,9 +73,23 @@ def _model_object(model_id: str, created: int | None, owned_by: str) -> dict[str
     return {"id": model_id, "object": "model", "created": created or 0, "owned_by": owned_by}
 
 
-@router.get("/models", summary="Models you can chat with: the demo base model and every fine-tuned adapter")
+def _builtin_object(model: BuiltinModel) -> dict[str, Any]:
+    """A built-in base model, with what the model picker shows (size, licence, provenance) beside
+    OpenAI's fields."""
+    details = {
+        "title": model.title,
+        "parameters": model.parameters,
+        "license": model.license,
+        "note": model.note,
+    }
+    return {**_model_object(model.id, 0, "loraboard"), "loraboard": details}
+
+
+@router.get(
+    "/models", summary="Models you can chat with: the built-in base models and every fine-tuned adapter"
+)
 def list_models(session: SessionDep) -> dict[str, Any]:
-    data = [_model_object(DEMO_MODEL_ID, 0, "loraboard")]
+    data = [_builtin_object(model) for model in BUILTIN_MODELS.values()]
     succeeded = session.exec(
         select(Run).where(Run.status == RunStatus.succeeded.value).order_by(col(Run.created_at).desc())
     ).all()
@@ -88,8 +102,8 @@ def list_models(session: SessionDep) -> dict[str, Any]:
 
 @router.get("/models/{model:path}", summary="Retrieve a model")
 def retrieve_model(model: str, session: SessionDep) -> dict[str, Any]:
-    if model == DEMO_MODEL_ID:
-        return _model_object(model, 0, "loraboard")
+    if model in BUILTIN_MODELS:
+        return _builtin_object(BUILTIN_MODELS[model])
     reference = runs.parse_model_reference(model)
     run = session.get(Run, reference[0]) if reference else None
     if run is None or run.status != RunStatus.succeeded:

@@ -11,8 +11,9 @@ from starlette.responses import Response
 
 from app.db import SessionDep
 from app.errors import APIError
+from app.model_catalog import BUILTIN_MODELS
 from app.pages.templating import render
-from app.run_config import DEMO_DATASET_ID, DEMO_MODEL_ID, PRESETS, RunConfig
+from app.run_config import DEMO_DATASET_ID, PRESETS, RunConfig
 from app.services import files, runs
 from app.services.dataset_preview import count_samples
 from app.services.estimates import KNOWN_SHAPES, estimate_run, verdict
@@ -22,7 +23,11 @@ from app.services.workers import training_worker_gpus, workers_online
 from worker.training.schedule import derive_schedule
 
 router = APIRouter(include_in_schema=False)
-PRESET_TITLES = {"classic": "Classic Llama-2-7B QLoRA", "demo": "CPU demo (tiny model, 2 minutes)"}
+PRESET_TITLES = {
+    "classic": "Classic Llama-2-7B QLoRA",
+    "smollm2": "Quick start: real SmolLM2-135M on the antonyms",
+    "demo": "CPU demo (tiny random model, 1 minute)",
+}
 
 
 def dataset_choices(session: Session) -> list[dict[str, str]]:
@@ -33,8 +38,14 @@ def dataset_choices(session: Session) -> list[dict[str, str]]:
     return choices
 
 
-def model_choices() -> list[str]:
-    return [DEMO_MODEL_ID, *sorted({name for name in KNOWN_SHAPES if "/" in name}, key=str.lower)]
+def model_choices() -> list[dict[str, str]]:
+    """The built-in models first (with size and licence), then the hub ids the estimates know."""
+    builtin = [
+        {"value": model.id, "label": f"{model.title} · {model.parameters} · {model.license}"}
+        for model in BUILTIN_MODELS.values()
+    ]
+    known = sorted({name for name in KNOWN_SHAPES if "/" in name} - set(BUILTIN_MODELS), key=str.lower)
+    return builtin + [{"value": name, "label": name} for name in known]
 
 
 def form_context(
@@ -59,6 +70,7 @@ def form_context(
         "dataset_value": dataset if known else "",
         "dataset_custom": "" if known else dataset,
         "model_choices": model_choices(),
+        "builtin_models": list(BUILTIN_MODELS.values()),
     }
 
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.errors import APIError, config_validation_error
-from app.run_config import DEMO_MODEL_ID, PRESETS, RunConfig
+from app.run_config import MODEL_PRESETS, PRESETS, RunConfig
 
 CLASSIC_LEARNING_RATE: float = RunConfig.model_fields["learning_rate"].default
 OPENAI_NAMES = {"n_epochs": "num_train_epochs", "batch_size": "per_device_train_batch_size"}
@@ -58,9 +58,7 @@ def run_config_from_request(request: JobCreate) -> RunConfig:
     hyperparameters = dict(request.hyperparameters or {})
     if request.method and request.method.supervised:
         hyperparameters.update(request.method.supervised.hyperparameters)
-    preset_name = hyperparameters.pop("preset", None) or (
-        "demo" if request.model == DEMO_MODEL_ID else "classic"
-    )
+    preset_name = hyperparameters.pop("preset", None) or MODEL_PRESETS.get(request.model, "classic")
     if preset_name not in PRESETS:
         raise APIError(
             400, f"Unknown preset '{preset_name}': use one of {', '.join(PRESETS)}", param="preset"

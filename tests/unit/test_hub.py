@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.training_support import models_dir  # noqa: F401  (fixture)
 from worker.training.arguments import ConfigError
 from worker.training.hub import hub_snapshot
 from worker.training.hub_cache import install_snapshot, repo_folder
@@ -114,3 +115,69 @@ def test_a_dataset_id_resolves_from_the_cache_too(cache, offline, tmp_path):
     records, summary = load_records("acme/tiny-guanaco")
     assert summary.format == "text"
     assert [record["text"] for record in records][1] == "<s>[INST] Say bye [/INST] Bye! </s>"
+
+
+# --- online: a hub on loopback, the real huggingface_hub downloading from it ------------
+
+
+@pytest.fixture
+def loopback_hub(cache, models_dir, monkeypatch):
+    from huggingface_hub import constants
+
+    from app.run_config import DEMO_MODEL_ID
+    from tests.hub_server import HubRepo, LoopbackHub
+
+    demo = models_dir / DEMO_MODEL_ID
+    hub = LoopbackHub(
+        repos={
+            "acme/tiny-llama": HubRepo(demo, COMMIT_A),
+            "acme/gated-llama": HubRepo(demo, COMMIT_B, gated=True),
+        }
+    ).start()
+    monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)  # what HF_ENDPOINT sets at import
+    monkeypatch.setattr(
+        constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+    )
+    monkeypatch.setattr("worker.training.hub.PROGRESS_EVERY_S", 0.2)
+    yield hub
+    hub.stop()
+
+
+def test_an_online_download_reports_its_progress_then_works_offline(loopback_hub, cache, monkeypatch):
+    from huggingface_hub import constants
+
+    said: list[str] = []
+    path = hub_snapshot("acme/tiny-llama", progress=said.append)
+    assert path == repo_folder(cache, "acme/tiny-llama") / "snapshots" / COMMIT_A
+    assert (path / "model.safetensors").stat().st_size > 1_000_000
+    assert said[0].startswith("downloading acme/tiny-llama: ") and " files, " in said[0]
+    assert any(" of " in line and "MB/s" in line for line in said[1:-1]), said  # bytes done of total, speed
+    assert said[-1].startswith("downloaded acme/tiny-llama: ")
+
+    # Cached now: no second download, and it resolves with the hub gone.
+    again: list[str] = []
+    assert hub_snapshot("acme/tiny-llama", progress=again.append) == path and again == []
+    loopback_hub.stop()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert hub_snapshot("acme/tiny-llama") == path
+
+
+def test_hub_answers_become_clear_errors(loopback_hub):
+    with pytest.raises(ConfigError) as unknown:
+        hub_snapshot("acme/no-such-model")
+    assert "no model 'acme/no-such-model' on the hub" in str(unknown.value)
+    with pytest.raises(ConfigError) as gated:
+        hub_snapshot("acme/gated-llama")
+    assert "'acme/gated-llama' is gated" in str(gated.value) and "LORABOARD_HF_TOKEN" in str(gated.value)
+    assert hub_snapshot("acme/gated-llama", token="hf_test").name == COMMIT_B  # with a token it downloads
+
+
+def test_not_enough_disk_is_said_before_downloading(loopback_hub, cache, monkeypatch):
+    import shutil as shell
+
+    free = shell.disk_usage(cache.parent).free
+    monkeypatch.setattr("worker.training.hub.DISK_MARGIN_BYTES", free)  # leave less room than the files need
+    with pytest.raises(ConfigError) as raised:
+        hub_snapshot("acme/tiny-llama")
+    assert "not enough disk for 'acme/tiny-llama'" in str(raised.value)
+    assert not (repo_folder(cache, "acme/tiny-llama") / "snapshots").exists()

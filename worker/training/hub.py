@@ -147,6 +147,10 @@ def _raise_if_definitive(
     """Raise a ConfigError for the hub's definite answers; return for network trouble (use the cache)."""
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
+    # A dry run wraps the hub's answer in DryRunError: the answer is its cause.
+    cause = error.__cause__
+    if cause is not None and not isinstance(error, (GatedRepoError, RepositoryNotFoundError)):
+        error = cause
     if isinstance(error, GatedRepoError):
         raise ConfigError(
             param,
