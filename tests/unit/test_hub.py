@@ -121,7 +121,7 @@ def test_a_dataset_id_resolves_from_the_cache_too(cache, offline, tmp_path):
 
 
 @pytest.fixture
-def loopback_hub(cache, models_dir, monkeypatch):
+def loopback_hub(cache, models_dir, monkeypatch):  # noqa: F811
     from huggingface_hub import constants
 
     from app.run_config import DEMO_MODEL_ID
