@@ -37,6 +37,8 @@ PINS=(
   fastapi==0.165.0 starlette==1.10.0
   # the web server the GPU functional tests start (tests/gpu through tests/stack.py)
   uvicorn==0.54.0 python-multipart==0.0.34
+  # the built-in SmolLM2 is converted from its GGUF file there (bench/compare_paths.py --preset smollm2)
+  gguf==0.19.0
 )
 
 # What the device image already holds (KINDS.md, "Python packages already there").

@@ -1,5 +1,11 @@
 """The same training on both paths: the reference recipe and Loraboard's trainer on the demo task.
 
+--preset smollm2 trains the real SmolLM2-135M-Instruct instead of the random-weight demo
+model (--model-dir: its converted directory, on a machine without the Hugging Face
+cache), --compute-dtype bfloat16 trains both in bf16, and --compiled adds Loraboard's
+path with its compiled decoder layers forced on (they switch on by themselves only
+for hidden sizes >= 2048), so that the fast path is checked on real weights too.
+
 Same seed, data and order; prints the logged losses of both, their largest relative
 difference after step 10, and each adapter's exact answers on the held-out prompts
 (greedy), so "faster" can be checked to still mean "the same training". With --controls,
@@ -23,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.run_config import DEMO_DATASET_ID, DEMO_OVERRIDES, RunConfig, preset_config  # noqa: E402
+from app.run_config import DEMO_DATASET_ID, PRESETS, RunConfig, preset_config  # noqa: E402
 from app.services.completions import QUANTIZATION_FIELDS  # noqa: E402
 from worker.training.demo_dataset import demo_dataset_path  # noqa: E402
 from worker.training.inference import clear_cache, generate_chat  # noqa: E402
@@ -82,11 +88,25 @@ def lora_a_nudged_by_one_ulp():
         raise RuntimeError("no adapter was made through peft.get_peft_model: nothing was nudged")
 
 
+@contextlib.contextmanager
+def compiled_layers_forced():
+    """Loraboard's planner compiles the decoder layers whatever the model's hidden size."""
+    from worker.training import acceleration
+
+    threshold = acceleration.COMPILE_MIN_HIDDEN_SIZE
+    acceleration.COMPILE_MIN_HIDDEN_SIZE = 0
+    try:
+        yield
+    finally:
+        acceleration.COMPILE_MIN_HIDDEN_SIZE = threshold
+
+
 # Controls, each the reference recipe changed in one way: (trainer, seed offset, context).
 CONTROLS = {
     "reference-lora-a-nudged": ("reference", 0, lora_a_nudged_by_one_ulp),
     "reference-next-seed": ("reference", 1, contextlib.nullcontext),
 }
+COMPILED = {"loraboard-compiled": ("loraboard", 0, compiled_layers_forced)}
 WINDOWS = ((11, 50), (51, 100), (101, 150), (151, 10**9))
 
 
@@ -107,7 +127,7 @@ def interval_means(losses: dict[int, float], every: int) -> dict[int, float]:
     }
 
 
-def loss_agreement(reference: dict[int, float], losses: dict[int, float]) -> dict:
+def loss_agreement(reference: dict[int, float], losses: dict[int, float], every: int) -> dict:
     """How closely one path's per-step losses follow the reference's after step 10."""
     differences = relative_differences(reference, losses)
     windows = {}
@@ -119,7 +139,6 @@ def loss_agreement(reference: dict[int, float], losses: dict[int, float]) -> dic
                 "median": round(statistics.median(inside), 4),
                 "share_within_2_percent": round(sum(v <= 0.02 for v in inside) / len(inside), 3),
             }
-    every = int(DEMO_OVERRIDES["logging_steps"])
     logged = relative_differences(interval_means(reference, every), interval_means(losses, every))
     return {
         "max_relative_difference_after_step_10": max(differences.values(), default=None),
@@ -127,7 +146,7 @@ def loss_agreement(reference: dict[int, float], losses: dict[int, float]) -> dic
             (step for step, value in sorted(differences.items()) if value > 0.02), None
         ),
         "windows": windows,
-        # What the demo preset itself logs (a mean every `every` steps) compared the same way.
+        # What the preset itself logs (a mean every `every` steps) compared the same way.
         f"max_relative_difference_of_{every}_step_means_after_step_10": max(logged.values(), default=None),
     }
 
@@ -149,6 +168,12 @@ def main() -> int:
         default=RunConfig.model_fields["seed"].default,
         help="the seed both paths train with",
     )
+    parser.add_argument("--preset", choices=["demo", "smollm2"], default="demo")
+    parser.add_argument("--model-dir", default="", help="load the preset's model from this directory")
+    parser.add_argument("--compute-dtype", choices=["float16", "bfloat16", "float32"], default=None)
+    parser.add_argument(
+        "--compiled", action="store_true", help="also Loraboard with compiled layers forced on"
+    )
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     import torch
@@ -159,11 +184,22 @@ def main() -> int:
         "card": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "seed": args.seed,
     }
-    paths = ["reference", "loraboard"] + (list(CONTROLS) if args.controls else [])
+    variants = {**CONTROLS, **COMPILED}
+    paths = ["reference", "loraboard"] + (list(COMPILED) if args.compiled else [])
+    paths += list(CONTROLS) if args.controls else []
+    overrides = {"model_name": args.model_dir} if args.model_dir else {}
+    if args.compute_dtype:
+        overrides["bnb_4bit_compute_dtype"] = args.compute_dtype
+    result["preset"], result["overrides"] = args.preset, overrides
     for path in paths:
-        trainer, seed_offset, perturbation = CONTROLS.get(path, (path, 0, contextlib.nullcontext))
+        trainer, seed_offset, perturbation = variants.get(path, (path, 0, contextlib.nullcontext))
         config = preset_config(
-            "demo", trainer=trainer, max_steps=args.max_steps, logging_steps=1, seed=args.seed + seed_offset
+            args.preset,
+            trainer=trainer,
+            max_steps=args.max_steps,
+            logging_steps=1,
+            seed=args.seed + seed_offset,
+            **overrides,
         )
         reporter = MemoryReporter()
         started = time.perf_counter()
@@ -181,7 +217,8 @@ def main() -> int:
         }
     reference = result["reference"]["losses"]
     for path in paths[1:]:
-        result[f"{path}_against_reference"] = loss_agreement(reference, result[path]["losses"])
+        every = int(PRESETS[args.preset]["logging_steps"])
+        result[f"{path}_against_reference"] = loss_agreement(reference, result[path]["losses"], every)
     print(json.dumps({key: value for key, value in result.items() if key not in paths}))
     print(json.dumps({path: {k: v for k, v in result[path].items() if k != "losses"} for path in paths}))
     if args.out:

@@ -1,7 +1,8 @@
-"""Playground: one prompt, answered by a fine-tuned adapter (or a checkpoint) and by its base model."""
+"""Playground: a conversation with a fine-tuned adapter (or a checkpoint) and, side by side, its base model."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import APIRouter, Form, Request
@@ -83,6 +84,37 @@ def _answer(
     }
 
 
+MAX_TURNS_KEPT = 20  # earlier turns are dropped from the context (the models are small)
+
+
+def parse_history(raw: str) -> list[dict[str, Any]]:
+    """The conversation so far, as the page keeps it: [{"user", "adapter", "base"}], oldest first.
+
+    It comes back from the browser, so anything malformed starts a new conversation."""
+    try:
+        turns = json.loads(raw or "[]")
+    except ValueError:
+        return []
+    if not isinstance(turns, list):
+        return []
+    kept = [
+        {key: turn[key] if isinstance(turn.get(key), str) else "" for key in ("user", "adapter", "base")}
+        for turn in turns
+        if isinstance(turn, dict) and isinstance(turn.get("user"), str)
+    ]
+    return kept[-MAX_TURNS_KEPT:]
+
+
+def conversation(system: str, history: list[dict[str, Any]], side: str, prompt: str) -> list[dict[str, str]]:
+    """One side's messages: each side sees its own earlier answers, as a chat with it alone would."""
+    messages = [{"role": "system", "content": system}] if system else []
+    for turn in history:
+        messages.append({"role": "user", "content": turn["user"]})
+        messages.append({"role": "assistant", "content": turn[side]})
+    messages.append({"role": "user", "content": prompt})
+    return messages
+
+
 @router.post("/playground/chat")
 def chat(
     request: Request,
@@ -90,23 +122,36 @@ def chat(
     model: str = Form(...),
     prompt: str = Form(...),
     system: str = Form(""),
+    history: str = Form("[]"),
     max_tokens: int = Form(32),
     temperature: float = Form(0.0),
     compare_base: bool = Form(False),
 ) -> Response:
-    """Each side answers the same fresh conversation, through the same service as /v1/chat/completions."""
-    messages = [{"role": "system", "content": system.strip()}] if system.strip() else []
-    messages.append({"role": "user", "content": prompt.strip()})
+    """The next turn of the conversation, answered by the adapter and, beside it, its base model,
+    through the same service as /v1/chat/completions."""
+    turns = parse_history(history)
+    prompt, system = prompt.strip(), system.strip()
     max_tokens = min(max(max_tokens, 1), 512)
     temperature = min(max(temperature, 0.0), 2.0)
-    answers = [_answer(session, model, messages, max_tokens, temperature)]
+    answers = [
+        _answer(session, model, conversation(system, turns, "adapter", prompt), max_tokens, temperature)
+    ]
     reference = runs.parse_model_reference(model)
     run = session.get(Run, reference[0]) if reference else None
     if compare_base and run is not None:
-        answers.append(_answer(session, run.config["model_name"], messages, max_tokens, temperature))
+        base_messages = conversation(system, turns, "base", prompt)
+        answers.append(_answer(session, run.config["model_name"], base_messages, max_tokens, temperature))
+    said = [answer.get("content", "") for answer in answers] + [""]
+    turns.append({"user": prompt, "adapter": said[0], "base": said[1]})
     return render(
         request,
         "partials/chat_exchange.html",
         "partials/chat_exchange.html",
-        {"prompt": prompt, "answers": answers, "base": run.config["model_name"] if run else None},
+        {
+            "prompt": prompt,
+            "answers": answers,
+            "base": run.config["model_name"] if run else None,
+            "history": json.dumps(turns),
+            "turn": len(turns),
+        },
     )

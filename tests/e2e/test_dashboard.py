@@ -2,7 +2,9 @@
 
 Open the dashboard, upload a dataset, see its preview and the estimates, launch the
 demo run from the form, watch the loss chart grow live, see the run succeed,
-download the adapter, chat with it, clone it into a second run and compare the two.
+download the adapter, clone it into a second run and compare the two. Then the quick
+start on real weights: fine-tune the built-in SmolLM2 from the dashboard and hold a
+conversation with it and its base model in the playground.
 Screenshots of every screen go to test-artifacts/screenshots/; the run page's is
 also copied to docs/screenshot-run.png for the README.
 """
@@ -142,15 +144,6 @@ def test_a_person_trains_chats_and_compares(stack_factory, tmp_path: Path) -> No
             with zipfile.ZipFile(archive) as zf:
                 assert any(name.endswith("adapter_config.json") for name in zf.namelist())
 
-            # 7. Chat with it, side by side with the base model.
-            page.click("#run-header >> text=Chat with it")
-            page.fill("#c-prompt", "What is the opposite of hot?")
-            page.click("#send-button")
-            adapter_answer = page.get_by_test_id("answer-adapter").locator(".content")
-            expect(adapter_answer).to_be_visible(timeout=120_000)
-            expect(page.get_by_test_id("answer-base").locator(".content")).to_be_visible(timeout=60_000)
-            shoot(page, "05-playground")
-
             # 8. Compare the two runs, by step and by tokens seen.
             page.goto(f"{base}/runs/{second_run}")
             wait_for_status(page, "succeeded")
@@ -178,6 +171,54 @@ def test_a_person_trains_chats_and_compares(stack_factory, tmp_path: Path) -> No
         except Exception as error:
             # Leave the page as it was and what the browser complained about, for whoever reads the failure.
             shoot(page, "99-failure")
+            raise AssertionError(f"{error}\nbrowser problems so far: {problems}") from error
+        finally:
+            context.close()
+            browser.close()
+    assert problems == [], problems
+
+
+def test_quick_start_on_a_real_model_then_a_conversation(stack_factory, smollm2) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect, sync_playwright
+
+    stack = stack_factory("sqlite")
+    problems: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+        try:
+            page.goto(stack.base_url + "/")
+            page.click("#quick-start-real")
+            page.wait_for_url("**/runs/new?preset=smollm2")
+            expect(page.locator("#f-model_name")).to_have_value("HuggingFaceTB/SmolLM2-135M-Instruct")
+            fill_overrides(page, suffix="smollm2-antonyms", max_steps="12")
+            page.click("#launch")
+            page.wait_for_url("**/runs/ftjob-*")
+            page.locator("#run-header .badge-succeeded").wait_for(timeout=600_000)
+
+            # A conversation: each side keeps its own earlier answers.
+            page.click("#run-header >> text=Chat with it")
+            page.fill("#c-prompt", "What is the opposite of hot?")
+            page.click("#send-button")
+            first = page.locator(".exchange").nth(0)
+            expect(first.get_by_test_id("answer-base").locator(".content")).to_be_visible(timeout=120_000)
+            adapter_says = first.get_by_test_id("answer-adapter").locator(".content").inner_text().strip()
+            base_says = first.get_by_test_id("answer-base").locator(".content").inner_text().strip()
+            assert adapter_says.lower().rstrip(".") == "cold", adapter_says  # the bare word, as it was taught
+            assert base_says.startswith("The opposite of hot is"), base_says  # the base answers in sentences
+
+            page.fill("#c-prompt", "And the opposite of early?")
+            page.click("#send-button")
+            expect(page.locator(".exchange")).to_have_count(2, timeout=120_000)
+            second = page.locator(".exchange").nth(1)
+            expect(second.locator("p.you")).to_contain_text("And the opposite of early?")
+            followup = second.get_by_test_id("answer-adapter").locator(".content").inner_text().strip()
+            assert followup.lower().rstrip(".") == "late", followup
+            shoot(page, "05-playground")
+        except Exception as error:
+            shoot(page, "99-failure-quick-start")
             raise AssertionError(f"{error}\nbrowser problems so far: {problems}") from error
         finally:
             context.close()

@@ -22,7 +22,7 @@ def test_loss_agreement_finds_the_first_step_past_two_percent_after_step_10():
     other[60] = 2.02  # 1%: within
     other[120] = 2.1  # 5%: the first past 2%
     other[170] = 1.0  # 50%
-    agreement = loss_agreement(reference, other)
+    agreement = loss_agreement(reference, other, every=5)
     assert agreement["first_step_past_2_percent"] == 120
     assert agreement["max_relative_difference_after_step_10"] == pytest.approx(0.5)
     windows = agreement["windows"]
@@ -36,7 +36,7 @@ def test_loss_agreement_finds_the_first_step_past_two_percent_after_step_10():
 
 def test_identical_losses_agree_everywhere():
     reference = {step: 1.0 / step for step in range(1, 31)}
-    agreement = loss_agreement(reference, dict(reference))
+    agreement = loss_agreement(reference, dict(reference), every=5)
     assert agreement["first_step_past_2_percent"] is None
     assert agreement["max_relative_difference_after_step_10"] == 0.0
 
