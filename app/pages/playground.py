@@ -1,4 +1,4 @@
-"""Playground: a conversation with a fine-tuned adapter (or a checkpoint) and, side by side, its base model."""
+"""Playground: a conversation with a fine-tuned adapter (or a checkpoint) and its base model beside it."""
 
 from __future__ import annotations
 

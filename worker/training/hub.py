@@ -149,7 +149,7 @@ def _raise_if_definitive(
 
     # A dry run wraps the hub's answer in DryRunError: the answer is its cause.
     cause = error.__cause__
-    if cause is not None and not isinstance(error, (GatedRepoError, RepositoryNotFoundError)):
+    if isinstance(cause, Exception) and not isinstance(error, (GatedRepoError, RepositoryNotFoundError)):
         error = cause
     if isinstance(error, GatedRepoError):
         raise ConfigError(

@@ -25,6 +25,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from app.model_catalog import SMOLLM2_ID
 from worker.training.hub_cache import install_snapshot, repo_folder
@@ -97,7 +98,9 @@ def convert_gguf(gguf: Path, target: Path) -> None:
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config._name_or_path = SMOLLM2_ID
-    plain = LlamaForCausalLM(config).to(torch.bfloat16)
+    # The GGUF's config is a LlamaConfig (SmolLM2 is a Llama).
+    plain: Any = LlamaForCausalLM(config)  # type: ignore[arg-type]
+    plain = plain.to(torch.bfloat16)
     plain.load_state_dict(loaded.state_dict(), strict=True)
     plain.save_pretrained(target)
     tokenizer.save_pretrained(target)
