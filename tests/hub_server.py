@@ -65,6 +65,15 @@ class LoopbackHub:
 
     def answer(self, request: BaseHTTPRequestHandler, send_body: bool) -> None:
         parts = [unquote(part) for part in urlparse(request.path).path.strip("/").split("/")]
+        if parts[:2] == ["api", "models"] and len(parts) == 4:  # model_info: public metadata, gated or not
+            repo = self.repos.get("/".join(parts[2:4]))
+            if repo is None:
+                self._error(request, 404, "RepoNotFound", "Repository not found")
+            else:
+                self._json(
+                    request, {"id": "/".join(parts[2:4]), "sha": repo.commit, "gated": repo.gated and "auto"}
+                )
+            return
         if parts[:2] == ["api", "models"] and len(parts) >= 6:
             repo_id, action = "/".join(parts[2:4]), parts[4]
             repo = self._repo_or_error(request, repo_id)

@@ -16,6 +16,7 @@ from sqlmodel import Session, col, func, select
 from app.errors import APIError, not_found
 from app.models import Checkpoint, DataFile, Event, Metric, Run, RunStatus, utcnow
 from app.run_config import RunConfig
+from app.services.model_availability import check_model_available
 
 ACTIVE_STATUSES = (RunStatus.queued, RunStatus.running, RunStatus.cancelling, RunStatus.pausing)
 # A worker is training the run in these states.
@@ -67,6 +68,7 @@ def create_run(
     session: Session, config: RunConfig, *, suffix: str | None = None, metadata: dict[str, Any] | None = None
 ) -> Run:
     """Store a run as queued and commit it; the caller enqueues after this returns (DESIGN 4)."""
+    check_model_available(config.model_name)
     resolve_file_reference(session, config.dataset, "training_file")
     resolve_file_reference(session, config.validation_dataset, "validation_file")
     run = Run(config=config.model_dump(mode="json"), suffix=suffix, user_metadata=metadata or {})
