@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from app.config import get_settings
-from app.run_config import DEMO_MODEL_ID, RunConfig
+from app.run_config import DEMO_MODEL_ID, SMOLLM2_ID, RunConfig
 
 GB = 1024**3
 GPU_SIZES_GB = (24, 40, 80)
@@ -79,9 +79,12 @@ _LLAMA2_7B = _llama(4096, 11008, 32, 32, 32, 32000, "built-in table: Llama-2-7B"
 _LLAMA2_13B = _llama(5120, 13824, 40, 40, 40, 32000, "built-in table: Llama-2-13B")
 _MISTRAL_7B = _llama(4096, 14336, 32, 32, 8, 32000, "built-in table: Mistral-7B")
 _LLAMA3_8B = _llama(4096, 14336, 32, 32, 8, 128256, "built-in table: Llama-3-8B")
+# The built-in real model: known before it is prepared into the cache.
+_SMOLLM2_135M = ModelShape(576, 1536, 30, 9, 3, 49152, True, 64, "built-in table: SmolLM2-135M")
 
 # Well-known hub ids, so the estimate works without a hub (keys are lower-cased).
 KNOWN_SHAPES: dict[str, ModelShape] = {
+    SMOLLM2_ID.lower(): _SMOLLM2_135M,
     **{
         name.lower(): _LLAMA2_7B
         for name in (
