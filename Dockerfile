@@ -8,11 +8,14 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130
 
 # Compiled kernels and graphs on the data volume: a worker compiles a model shape's
 # layers once (a minute or two at the first steps), later runs of that shape load them.
+# The Hugging Face cache too: models are downloaded (or the built-in SmolLM2 prepared)
+# once for the server, which checks ids at submission, and every worker.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     LORABOARD_DATA_DIR=/data \
     LORABOARD_HOST=0.0.0.0 \
+    HF_HOME=/data/huggingface \
     TORCHINDUCTOR_CACHE_DIR=/data/cache/torchinductor \
     TRITON_CACHE_DIR=/data/cache/triton
 

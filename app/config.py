@@ -97,7 +97,8 @@ class Settings(BaseSettings):
         return self.data_dir.resolve() / "models"
 
     def hub_token(self) -> str | None:
-        return self.hf_token.get_secret_value() if self.hf_token else None
+        # An empty value (compose passes one when the variable is unset) means no token.
+        return (self.hf_token.get_secret_value() if self.hf_token else None) or None
 
     def ensure_dirs(self) -> None:
         for path in (self.data_dir.resolve(), self.files_dir, self.artifacts_dir, self.models_dir):

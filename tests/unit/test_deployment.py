@@ -62,3 +62,8 @@ def test_dockerfile_keeps_compiled_kernels_on_the_data_volume() -> None:
     assert 'VOLUME ["/data"]' in text
     for variable in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
         assert f"{variable}=/data/cache/" in text, variable
+
+
+def test_dockerfile_keeps_the_hugging_face_cache_on_the_data_volume() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "HF_HOME=/data/huggingface" in dockerfile
