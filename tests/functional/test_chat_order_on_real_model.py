@@ -60,19 +60,20 @@ def fresh_process_answer(base: str, adapter: str | None) -> str:
     return json.loads(line.removeprefix("ANSWER="))
 
 
-def save_adapter(base: str, target: Path, seed: int, modules: list[str]) -> str:
-    """A LoRA adapter with small random B (peft starts B at zero: no change to the answers)."""
+def save_adapter(base: str, target: Path, seed: int, modules: list[str], scale: float = 0.3) -> str:
+    """A LoRA adapter with random B of std `scale` (peft starts B at zero: no change to the answers)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    torch.manual_seed(seed)  # peft draws A from torch's global generator
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     wrapped = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=modules))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, parameter in wrapped.named_parameters():
             if "lora_B" in name:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
     wrapped.save_pretrained(target)
     AutoTokenizer.from_pretrained(base).save_pretrained(target)
     return str(target)
@@ -82,9 +83,11 @@ def test_base_and_adapters_in_any_order_answer_as_a_fresh_process(smollm2, tmp_p
     from worker.training.inference import clear_cache
 
     base = str(smollm2)
-    first = save_adapter(base, tmp_path / "first", seed=1, modules=["q_proj", "v_proj"])
-    second = save_adapter(base, tmp_path / "second", seed=2, modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-    checkpoint = save_adapter(base, tmp_path / "checkpoints" / "checkpoint-5", seed=3, modules=["up_proj"])
+    first = save_adapter(base, tmp_path / "first", seed=3, modules=["up_proj"])
+    second = save_adapter(base, tmp_path / "second", seed=2, modules=["gate_proj", "down_proj"])
+    checkpoint = save_adapter(
+        base, tmp_path / "checkpoints" / "checkpoint-5", seed=1, modules=["q_proj", "v_proj"], scale=0.1
+    )
 
     clear_cache()
     order = [("base", None), ("first", first), ("base", None), ("second", second), ("checkpoint", checkpoint)]
