@@ -178,6 +178,7 @@ def test_a_person_trains_chats_and_compares(stack_factory, tmp_path: Path) -> No
     assert problems == [], problems
 
 
+@pytest.mark.timeout(900)  # a real model trains on the CPU: minutes, more on a loaded machine
 def test_quick_start_on_a_real_model_then_a_conversation(stack_factory, smollm2) -> None:  # type: ignore[no-untyped-def]
     from playwright.sync_api import expect, sync_playwright
 
