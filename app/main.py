@@ -20,7 +20,9 @@ from app.db import get_engine
 from app.errors import install_error_handlers
 from app.pages import router as pages_router
 from app.run_config import transformers_optimizer_names, transformers_scheduler_names
+from app.services.files import upload_body_limit
 from app.services.orphans import recover_orphans
+from app.upload_limit import UploadLimitMiddleware
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger(__name__)
@@ -66,6 +68,7 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(UploadLimitMiddleware, max_body_bytes=upload_body_limit())
     for module in (files, jobs, chat):
         app.include_router(module.router, prefix="/v1")
 
