@@ -95,7 +95,9 @@ async def create_run(request: Request, session: SessionDep) -> Response:
         try:
             run = runs.submit_run(session, parsed.config, suffix=parsed.suffix)
         except APIError as error:  # a file id that does not exist: the same check the API makes
-            field = "dataset" if error.param == "training_file" else "validation_dataset"
+            field = {"training_file": "dataset", "model": "model_name"}.get(
+                error.param or "", "validation_dataset"
+            )
             parsed.errors[field] = error.message
         else:
             return RedirectResponse(f"/runs/{run.id}", status_code=303)

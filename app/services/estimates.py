@@ -21,11 +21,11 @@ import math
 import threading
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from app.config import get_settings
 from app.run_config import DEMO_MODEL_ID, RunConfig
+from app.services.sources import allowed_local_path
 
 GB = 1024**3
 GPU_SIZES_GB = (24, 40, 80)
@@ -148,8 +148,8 @@ def model_shape(model_name: str) -> ModelShape:
     """The shape of a base model; UnknownModel when it cannot be found."""
     if model_name == DEMO_MODEL_ID:
         return _demo_shape()
-    local = Path(model_name).expanduser()
-    if (local / "config.json").is_file():
+    local = allowed_local_path(model_name)  # other paths are not read: they would leak what exists
+    if local is not None and (local / "config.json").is_file():
         return shape_from_config(json.loads((local / "config.json").read_text()), f"{local}/config.json")
     known = KNOWN_SHAPES.get(model_name.lower())
     if known is not None:

@@ -16,6 +16,7 @@ from sqlmodel import Session, col, func, select
 from app.errors import APIError, not_found
 from app.models import Checkpoint, DataFile, Event, Metric, Run, RunStatus, utcnow
 from app.run_config import RunConfig
+from app.services.sources import check_source
 
 ACTIVE_STATUSES = (RunStatus.queued, RunStatus.running, RunStatus.cancelling, RunStatus.pausing)
 # A worker is training the run in these states.
@@ -63,10 +64,24 @@ def resolve_file_reference(session: Session, reference: str | None, param: str) 
     return reference
 
 
+def checked_sources(config: RunConfig) -> RunConfig:
+    """The config with its model and data references checked (sources.check_source)."""
+    changes = {
+        "model_name": check_source(config.model_name, "model", "model"),
+        "dataset": check_source(config.dataset, "training_file", "training file"),
+    }
+    if config.validation_dataset is not None:
+        changes["validation_dataset"] = check_source(
+            config.validation_dataset, "validation_file", "validation file"
+        )
+    return config.model_copy(update=changes)
+
+
 def create_run(
     session: Session, config: RunConfig, *, suffix: str | None = None, metadata: dict[str, Any] | None = None
 ) -> Run:
     """Store a run as queued and commit it; the caller enqueues after this returns (DESIGN 4)."""
+    config = checked_sources(config)
     resolve_file_reference(session, config.dataset, "training_file")
     resolve_file_reference(session, config.validation_dataset, "validation_file")
     run = Run(config=config.model_dump(mode="json"), suffix=suffix, user_metadata=metadata or {})
