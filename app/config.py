@@ -54,6 +54,27 @@ class Settings(BaseSettings):
         description="A running run whose heartbeat is older than this is taken as orphaned and re-queued.",
     )
     max_upload_mb: int = Field(default=1024, ge=1, description="Largest dataset file accepted.")
+    max_dataset_mb: int = Field(
+        default=256,
+        ge=1,
+        description="Largest decoded dataset (text, or Parquet once decompressed): reading one takes "
+        "about ten times this in server memory.",
+    )
+    max_dataset_rows: int = Field(default=1_000_000, ge=1, description="Most samples in one dataset file.")
+    max_dataset_columns: int = Field(default=64, ge=1, description="Most fields in one sample.")
+    max_json_depth: int = Field(default=32, ge=2, description="Deepest nesting of a JSON value in a dataset.")
+    local_roots: list[Path] = Field(
+        default_factory=list,
+        description="Directories whose files may be named as a run's dataset or model by path, "
+        "besides <data dir>/local; anything else on the server's disk is refused. "
+        "From the environment as JSON: LORABOARD_LOCAL_ROOTS='[\"/srv/datasets\"]'.",
+    )
+    max_run_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="A run whose worker was lost is re-queued until it has started this many times; "
+        "then it fails.",
+    )
     sse_max_connection_s: float = Field(
         default=600.0,
         gt=0,
@@ -91,8 +112,24 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         return self.data_dir.resolve() / "models"
 
+    @property
+    def local_dir(self) -> Path:
+        """Where an operator drops datasets and models to name by path (the data dir's own files,
+        uploads and artifacts included, stay out of reach: they belong to their owners)."""
+        return self.data_dir.resolve() / "local"
+
+    @property
+    def allowed_local_roots(self) -> list[Path]:
+        return [self.local_dir, *(root.expanduser().resolve() for root in self.local_roots)]
+
     def ensure_dirs(self) -> None:
-        for path in (self.data_dir.resolve(), self.files_dir, self.artifacts_dir, self.models_dir):
+        for path in (
+            self.data_dir.resolve(),
+            self.files_dir,
+            self.artifacts_dir,
+            self.models_dir,
+            self.local_dir,
+        ):
             path.mkdir(parents=True, exist_ok=True)
 
 
