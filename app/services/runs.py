@@ -357,6 +357,7 @@ def resume_run(session: Session, run_id: str) -> Run:
         error_message=None,
         error_param=None,
         worker=None,
+        attempts=0,  # a resume asked for by a person gets the full number of attempts again
     ):
         raise APIError(
             400,
