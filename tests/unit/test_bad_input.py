@@ -247,3 +247,19 @@ def test_a_file_a_queued_job_uses_cannot_be_deleted(client: TestClient) -> None:
     assert client.get(f"/v1/files/{record['id']}").status_code == 200
     client.post(f"/v1/fine_tuning/jobs/{queued['id']}/cancel")
     assert client.delete(f"/v1/files/{record['id']}").json()["deleted"] is True
+
+
+# --- live estimates ------------------------------------------------------------------------
+
+
+def test_an_unknown_model_id_never_holds_the_live_estimate(client: TestClient) -> None:
+    import time
+
+    form = {"model_name": "someone/no-such-model-7b", "dataset": "demo-antonyms", "num_train_epochs": "1"}
+    client.post("/runs/new/estimate", data={**form, "model_name": "demo-tiny-llama"})  # warm the imports
+    for keystroke in range(3):
+        started = time.monotonic()
+        html = client.post("/runs/new/estimate", data=form).text
+        # The hub look-up (5 s of retries without network) runs in the background, once.
+        assert time.monotonic() - started < 2.0, f"estimate {keystroke} waited for the hub"
+        assert "someone/no-such-model-7b" in html
