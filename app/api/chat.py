@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import col, select
+from starlette.concurrency import run_in_threadpool
 
 from app.db import SessionDep
 from app.errors import APIError
 from app.models import Run, RunStatus
 from app.run_config import DEMO_MODEL_ID
 from app.services import runs
-from app.services.completions import complete_chat
+from app.services.completions import completion_object, start_chat, wait_for_answer
 
 router = APIRouter(tags=["chat"])
 
@@ -55,18 +57,23 @@ class ChatCompletionRequest(BaseModel):
 @router.post(
     "/chat/completions", summary="Chat with a base model or a fine-tuned adapter (served by a worker)"
 )
-def chat_completions(request: ChatCompletionRequest, session: SessionDep) -> dict[str, Any]:
+async def chat_completions(request: ChatCompletionRequest, session: SessionDep) -> dict[str, Any]:
     stop = [request.stop] if isinstance(request.stop, str) else request.stop
-    return complete_chat(
-        session,
-        model=request.model,
-        messages=[message.as_text() for message in request.messages],
-        max_tokens=request.max_completion_tokens or request.max_tokens or 256,
-        temperature=request.temperature,
-        top_p=request.top_p,
-        seed=request.seed,
-        stop=stop,
+    pending = await run_in_threadpool(
+        partial(
+            start_chat,
+            session,
+            model=request.model,
+            messages=[message.as_text() for message in request.messages],
+            max_tokens=request.max_completion_tokens or request.max_tokens or 256,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            seed=request.seed,
+            stop=stop,
+        )
     )
+    # Awaited, not blocked on: a slow or absent worker holds no server thread (completions.py).
+    return completion_object(request.model, await wait_for_answer(pending))
 
 
 def _model_object(model_id: str, created: int | None, owned_by: str) -> dict[str, Any]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Form, Request
 from sqlmodel import Session, col, select
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from app.db import SessionDep
@@ -13,7 +15,7 @@ from app.errors import APIError
 from app.models import Checkpoint, Run, RunStatus
 from app.pages.templating import render
 from app.services import runs
-from app.services.completions import complete_chat
+from app.services.completions import completion_object, start_chat, wait_for_answer
 
 router = APIRouter(include_in_schema=False)
 
@@ -58,20 +60,24 @@ def playground_page(request: Request, session: SessionDep, model: str | None = N
     )
 
 
-def _answer(
+async def _answer(
     session: Session, model: str, messages: list[dict[str, str]], max_tokens: int, temperature: float
 ) -> dict[str, Any]:
     try:
-        completion = complete_chat(
-            session,
-            model=model,
-            messages=messages,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=1.0,
-            seed=0,
-            stop=None,
+        pending = await run_in_threadpool(
+            partial(
+                start_chat,
+                session,
+                model=model,
+                messages=messages,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_p=1.0,
+                seed=0,
+                stop=None,
+            )
         )
+        completion = completion_object(model, await wait_for_answer(pending))
     except APIError as error:
         return {"model": model, "error": error.message}
     choice = completion["choices"][0]
@@ -84,7 +90,7 @@ def _answer(
 
 
 @router.post("/playground/chat")
-def chat(
+async def chat(
     request: Request,
     session: SessionDep,
     model: str = Form(...),
@@ -99,11 +105,11 @@ def chat(
     messages.append({"role": "user", "content": prompt.strip()})
     max_tokens = min(max(max_tokens, 1), 512)
     temperature = min(max(temperature, 0.0), 2.0)
-    answers = [_answer(session, model, messages, max_tokens, temperature)]
+    answers = [await _answer(session, model, messages, max_tokens, temperature)]
     reference = runs.parse_model_reference(model)
     run = session.get(Run, reference[0]) if reference else None
     if compare_base and run is not None:
-        answers.append(_answer(session, run.config["model_name"], messages, max_tokens, temperature))
+        answers.append(await _answer(session, run.config["model_name"], messages, max_tokens, temperature))
     return render(
         request,
         "partials/chat_exchange.html",
