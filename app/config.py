@@ -81,6 +81,10 @@ class Settings(BaseSettings):
         description="Lifetime cap of one live-update connection (the browser reconnects).",
     )
 
+    sse_max_streams_per_client: int = Field(
+        default=256, ge=1, description="Live-update connections one client address may hold open at once."
+    )
+
     @computed_field  # type: ignore[prop-decorator]
     @property
     def resolved_database_url(self) -> str:

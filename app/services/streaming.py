@@ -8,21 +8,27 @@ then ends; the browser's EventSource reconnects on its own (after `retry` ms).
 
 The source is the database, polled: it is the truth the workers write to, and one
 query per second per open page is cheap. Redis pub/sub could wake the loop sooner;
-polling keeps SQLite-only installs identical to big ones.
+polling keeps SQLite-only installs identical to big ones. A stream holds no database
+connection between polls (each poll is a short session of its own), and one client may
+hold at most Settings.sse_max_streams_per_client streams at once (429 beyond).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.db import get_engine
+from app.errors import APIError
 from app.models import METRIC_FIELDS, Metric, Run
 from app.services import runs
 
@@ -30,6 +36,48 @@ POLL_INTERVAL_S = 1.0
 RETRY_MS = 1000
 
 FragmentRenderer = Callable[[Session, Run], dict[str, str]]
+
+
+class StreamSlots:
+    """Open streams per client: a page left open in 300 tabs (or a script) must not take the server."""
+
+    def __init__(self) -> None:
+        self._open: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def take(self, client: str, limit: int) -> AbstractContextManager[None]:
+        with self._lock:
+            if self._open[client] >= limit:
+                raise APIError(
+                    429,
+                    f"Too many live streams open from this client (at most {limit}); close some pages.",
+                    code="too_many_streams",
+                    type="rate_limit_error",
+                )
+            self._open[client] += 1
+        return _Slot(self, client)
+
+    def release(self, client: str) -> None:
+        with self._lock:
+            self._open[client] -= 1
+            if self._open[client] <= 0:
+                del self._open[client]
+
+    def count(self, client: str) -> int:
+        return self._open[client]
+
+
+class _Slot(AbstractContextManager[None]):
+    def __init__(self, slots: StreamSlots, client: str) -> None:
+        self._slots, self._client, self._released = slots, client, False
+
+    def __exit__(self, *_exc: object) -> None:
+        if not self._released:
+            self._released = True
+            self._slots.release(self._client)
+
+
+STREAM_SLOTS = StreamSlots()
 
 
 def metric_payload(metric: Metric) -> dict[str, Any]:
@@ -72,8 +120,20 @@ async def run_events(
     render: FragmentRenderer,
     max_seconds: float,
     poll_interval_s: float = POLL_INTERVAL_S,
+    slot: AbstractContextManager[None] | None = None,
 ) -> AsyncIterator[str]:
-    """Metrics after after_id, then new ones as they come; fragments when they change; 'done' at the end."""
+    """Metrics after after_id, then new ones as they come; fragments when they change; 'done' at the end.
+
+    slot is released when the stream ends, however it ends (the client went away included).
+    """
+    with slot or nullcontext():
+        async for message in _run_events(run_id, after_id, render, max_seconds, poll_interval_s):
+            yield message
+
+
+async def _run_events(
+    run_id: str, after_id: int, render: FragmentRenderer, max_seconds: float, poll_interval_s: float
+) -> AsyncIterator[str]:
     deadline = time.monotonic() + max_seconds
     last_id = after_id
     sent: dict[str, str] = {}
