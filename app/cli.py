@@ -1,17 +1,15 @@
 """`loraboard up`: migrate, then run the server, a training worker and an inference worker together.
 
 This is what `make run` calls: one command, embedded defaults, no other server.
-Ctrl-C stops all three. In production run them as separate services instead
+Ctrl-C stops all three; one that dies alone is restarted, with backoff (app/supervisor.py).
+In production run them as separate services instead
 (docker-compose.yml): `loraboard serve`, `python -m worker training`, `python -m worker inference`.
 """
 
 from __future__ import annotations
 
 import argparse
-import signal
-import subprocess
 import sys
-import time
 
 from app.config import get_settings
 
@@ -25,35 +23,19 @@ def serve() -> None:
 
 def up() -> int:
     from app.migrate import upgrade
+    from app.supervisor import Child, supervise
 
     settings = get_settings()
     upgrade()
-    children = [
-        subprocess.Popen([sys.executable, "-m", "worker", "training"]),
-        subprocess.Popen([sys.executable, "-m", "worker", "inference"]),
-        subprocess.Popen([sys.executable, "-m", "app.cli", "serve"]),
-    ]
     url = f"http://{settings.host}:{settings.port}"
     print(f"\n  Loraboard: {url}  (API docs: {url}/docs; data in {settings.data_dir})\n", flush=True)
-
-    def stop(*_args: object) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        while all(child.poll() is None for child in children):
-            time.sleep(0.5)
-    finally:
-        stop()
-        for child in children:
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
-    return max((child.returncode or 0) for child in children)
+    return supervise(
+        [
+            Child("worker-training", [sys.executable, "-m", "worker", "training"]),
+            Child("worker-inference", [sys.executable, "-m", "worker", "inference"]),
+            Child("server", [sys.executable, "-m", "app.cli", "serve"]),
+        ]
+    )
 
 
 def main() -> None:
