@@ -38,18 +38,58 @@ def up() -> int:
     )
 
 
+def keys(args: argparse.Namespace) -> int:
+    """loraboard keys create NAME [--user U] [--admin] | list | revoke KEY_ID"""
+    from sqlmodel import Session
+
+    from app import auth
+    from app.db import get_engine
+    from app.migrate import upgrade
+
+    upgrade()
+    with Session(get_engine()) as session:
+        if args.action == "create":
+            record, value = auth.make_key(session, args.name, args.user, is_admin=args.admin)
+            print(f"{record.id}  user={record.user}{' (admin)' if record.is_admin else ''}")
+            print(f"key (shown only now): {value}")
+        elif args.action == "list":
+            for record in auth.list_keys(session):
+                state = "revoked" if record.revoked_at else "active"
+                admin = " admin" if record.is_admin else ""
+                print(f"{record.id}  {record.prefix}...  user={record.user}{admin}  {state}  {record.name}")
+        elif not auth.revoke_key(session, args.name):
+            print(f"no active key {args.name}", file=sys.stderr)
+            return 1
+    return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="loraboard")
-    parser.add_argument("command", choices=["up", "serve", "migrate"])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in ("up", "serve", "migrate"):
+        commands.add_parser(name)
+    key_parser = commands.add_parser("keys", help="create, list or revoke API keys")
+    key_parser.add_argument("action", choices=["create", "list", "revoke"])
+    key_parser.add_argument("name", nargs="?", default="cli", help="create: the key's name; revoke: its id")
+    key_parser.add_argument("--user", default=auth_admin_user(), help="the user the key acts for")
+    key_parser.add_argument("--admin", action="store_true", help="the key sees and manages everything")
     args = parser.parse_args()
     if args.command == "up":
         raise SystemExit(up())
     if args.command == "serve":
         serve()
+    elif args.command == "keys":
+        raise SystemExit(keys(args))
     else:
         from app.migrate import upgrade
 
         upgrade()
+
+
+def auth_admin_user() -> str:
+    from app.auth import ADMIN_USER
+
+    return ADMIN_USER
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, computed_field
+from pydantic import Field, SecretStr, computed_field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -81,6 +81,20 @@ class Settings(BaseSettings):
         description="Lifetime cap of one live-update connection (the browser reconnects).",
     )
 
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="An admin API key for scripts and deployments. Without it the first start makes "
+        "one and prints it once, with a login link.",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "localhost", "[::1]"],
+        description="Host names the server answers to (a check against DNS rebinding); add the name "
+        'the server is reached by, as JSON: LORABOARD_ALLOWED_HOSTS=\'["gpu-box.lan"]\'. "*" allows any.',
+    )
+    session_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs dashboard session cookies; default: a random secret kept in the data directory.",
+    )
     sse_max_streams_per_client: int = Field(
         default=256, ge=1, description="Live-update connections one client address may hold open at once."
     )

@@ -18,6 +18,8 @@ for _name in (
     "LORABOARD_RESULT_BACKEND_URL",
 ):
     os.environ.pop(_name, None)
+os.environ["LORABOARD_API_KEY"] = "lb-test-admin-key-for-the-test-stacks"  # tests/stack.py's ADMIN_KEY
+os.environ["LORABOARD_ALLOWED_HOSTS"] = '["127.0.0.1", "localhost", "testserver"]'  # TestClient's host
 
 from tests.stack import Stack, drop_postgres_database, make_stack  # noqa: E402
 

@@ -16,6 +16,7 @@ from app.models import Run, RunStatus
 from app.run_config import DEMO_MODEL_ID
 from app.services import runs
 from app.services.completions import completion_object, start_chat, wait_for_answer
+from app.services.ownership import visible
 
 router = APIRouter(tags=["chat"])
 
@@ -89,6 +90,7 @@ def list_models(session: SessionDep) -> dict[str, Any]:
     data += [
         _model_object(run.fine_tuned_model or "", runs.timestamp(run.finished_at), "user")
         for run in succeeded
+        if visible(run.owner)
     ]
     return {"object": "list", "data": data}
 
@@ -99,6 +101,6 @@ def retrieve_model(model: str, session: SessionDep) -> dict[str, Any]:
         return _model_object(model, 0, "loraboard")
     reference = runs.parse_model_reference(model)
     run = session.get(Run, reference[0]) if reference else None
-    if run is None or run.status != RunStatus.succeeded:
+    if run is None or run.status != RunStatus.succeeded or not visible(run.owner):
         raise APIError(404, f"The model '{model}' does not exist", param="model", code="model_not_found")
     return _model_object(model, runs.timestamp(run.finished_at), "user")

@@ -16,6 +16,7 @@ from app.models import Checkpoint, Run, RunStatus
 from app.pages.templating import render
 from app.services import runs
 from app.services.completions import completion_object, start_chat, wait_for_answer
+from app.services.ownership import only_visible
 
 router = APIRouter(include_in_schema=False)
 
@@ -24,7 +25,7 @@ def model_options(session: Session) -> list[dict[str, Any]]:
     """Every finished adapter and each of its checkpoints, newest run first."""
     options = []
     finished = session.exec(
-        select(Run)
+        only_visible(select(Run), Run.owner)
         .where(Run.status == RunStatus.succeeded.value)
         .order_by(col(Run.created_at).desc())
         .limit(50)

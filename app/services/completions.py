@@ -31,6 +31,7 @@ from app.errors import APIError
 from app.models import Checkpoint, RunStatus
 from app.run_config import DEMO_MODEL_ID, RunConfig
 from app.services import artifacts, runs
+from app.services.ownership import visible
 from app.services.sources import allowed_local_path, is_hub_reference
 from app.services.workers import workers_online
 
@@ -70,7 +71,7 @@ def resolve_model(session: Session, model: str) -> dict[str, Any]:
         }
     run_id, step = reference
     run = session.get(runs.Run, run_id)
-    if run is None:
+    if run is None or not visible(run.owner):
         raise _model_not_found(model)
     if step is None:
         adapter = artifacts.adapter_dir(run.id)

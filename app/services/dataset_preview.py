@@ -19,6 +19,7 @@ from sqlmodel import Session
 from app.config import get_settings
 from app.models import DataFile
 from app.run_config import DEMO_DATASET_ID, DEMO_MODEL_ID
+from app.services.ownership import visible
 from app.services.sources import allowed_local_path, is_hub_reference
 from worker.training.formats import DatasetError, detect_format, read_records
 
@@ -58,7 +59,7 @@ def dataset_path(session: Session, reference: str) -> Path | None:
         return DEMO_TRAIN_FILE
     if reference.startswith("file-"):
         record = session.get(DataFile, reference)
-        return Path(record.path) if record else None
+        return Path(record.path) if record and visible(record.owner) else None
     # Other paths only under the operator's roots: a preview must not read the server's disk.
     path = allowed_local_path(reference)
     return path if path is not None and path.is_file() else None
@@ -68,7 +69,7 @@ def count_samples(session: Session, reference: str) -> int | None:
     """How many training samples a dataset holds, when it can be known without downloading it."""
     if reference.startswith("file-"):
         record = session.get(DataFile, reference)
-        return record.num_samples if record else None
+        return record.num_samples if record and visible(record.owner) else None
     if reference in KNOWN_DATASET_SIZES:
         return KNOWN_DATASET_SIZES[reference]
     path = dataset_path(session, reference)

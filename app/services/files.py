@@ -12,6 +12,7 @@ from app.config import get_settings
 from app.errors import APIError, not_found
 from app.models import DataFile, Run, RunStatus, new_id
 from app.services import runs
+from app.services.ownership import new_owner, only_visible, visible
 from worker.training.formats import SUPPORTED_EXTENSIONS, DatasetError, ReadLimits, validate_file
 
 UPLOAD_PURPOSES = ("fine-tune",)
@@ -76,6 +77,7 @@ def _register_upload(
         path=str(path),
         format=summary.format,
         num_samples=summary.num_samples,
+        owner=new_owner(),
     )
     session.add(record)
     session.commit()
@@ -106,7 +108,7 @@ def _copy_limited(stream: BinaryIO, path: Path, limit: int) -> int:
 
 def get_file(session: Session, file_id: str) -> DataFile:
     record = session.get(DataFile, file_id)
-    if record is None:
+    if record is None or not visible(record.owner):
         raise not_found("file", file_id)
     return record
 
@@ -118,7 +120,7 @@ def list_files(
     after: str | None = None,
     order: str = "desc",
 ) -> list[DataFile]:
-    query = select(DataFile)
+    query = only_visible(select(DataFile), DataFile.owner)
     if purpose:
         query = query.where(DataFile.purpose == purpose)
     if after:
@@ -157,7 +159,7 @@ def resolve_data_source(session: Session, reference: str | None) -> str | None:
     return get_file(session, reference).path
 
 
-def register_result_file(session: Session, source: Path, filename: str) -> DataFile:
+def register_result_file(session: Session, source: Path, filename: str, owner: str | None = None) -> DataFile:
     """A file the system produced (the metrics CSV of a job), listed like uploads (OpenAI's result_files)."""
     settings = get_settings()
     file_id = new_id("file")
@@ -170,6 +172,7 @@ def register_result_file(session: Session, source: Path, filename: str) -> DataF
         bytes=path.stat().st_size,
         path=str(path),
         format="csv",
+        owner=owner,  # the run's owner: the worker registers it, for no one in particular
     )
     session.add(record)
     return record

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.stack import ADMIN_KEY
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SHOTS = PROJECT_ROOT / "test-artifacts" / "screenshots"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -68,8 +70,13 @@ def test_a_person_trains_chats_and_compares(stack_factory, tmp_path: Path) -> No
         )
         page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
         try:
-            # 1. The dashboard, empty.
+            # 0. Nothing shows without a key: every page leads to the login form.
             page.goto(base + "/")
+            expect(page.locator("h1")).to_have_text("Log in")
+            page.fill("#login-key", ADMIN_KEY)
+            page.click("#login-button")
+
+            # 1. The dashboard, empty.
             expect(page.locator("h1")).to_have_text("Runs")
             expect(page.locator("#runs-table")).to_contain_text("No runs yet")
             shoot(page, "01-runs-empty")

@@ -12,7 +12,7 @@ import time
 
 import httpx
 
-from tests.stack import Stack
+from tests.stack import ADMIN_HEADERS, Stack
 
 
 async def open_streams(
@@ -32,7 +32,9 @@ async def open_streams(
             await done.wait()
 
     limits = httpx.Limits(max_connections=count + 10)
-    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=60, limits=limits, headers=ADMIN_HEADERS
+    ) as client:
         await asyncio.gather(*(one(client) for _ in range(count)))
     return started
 
@@ -41,7 +43,7 @@ async def watch_while_polling(base_url: str, job_id: str, streams: int, polls: i
     opened, done = asyncio.Event(), asyncio.Event()
     watchers = asyncio.create_task(open_streams(base_url, f"/runs/{job_id}/stream", streams, opened, done))
     await asyncio.wait_for(opened.wait(), timeout=60)
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=base_url, timeout=30, headers=ADMIN_HEADERS) as client:
         started = time.monotonic()
         health = await client.get("/healthz")
         health_seconds = time.monotonic() - started
@@ -63,6 +65,7 @@ def test_open_streams_hold_no_database_connection(stack_factory) -> None:
         f"{stack.base_url}/v1/fine_tuning/jobs",
         json={"model": "demo-tiny-llama", "training_file": "demo-antonyms"},
         timeout=30,
+        headers=stack.headers,
     ).json()
     result = asyncio.run(watch_while_polling(stack.base_url, job["id"], streams=30, polls=50))
     assert result["health"] == 200 and result["health_seconds"] < 2.0

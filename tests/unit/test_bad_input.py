@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from app.config import get_settings
 from app.migrate import upgrade
+from tests.stack import ADMIN_HEADERS
 
 FINE_TUNE = {"purpose": "fine-tune"}
 
@@ -26,7 +27,7 @@ def client() -> Iterator[TestClient]:
     upgrade()
     from app.main import app
 
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+    with TestClient(app, raise_server_exceptions=False, headers=ADMIN_HEADERS) as test_client:
         yield test_client
 
 

@@ -20,6 +20,7 @@ from app.config import get_settings
 from app.db import get_engine
 from app.migrate import upgrade
 from app.models import WorkerNode, utcnow
+from tests.stack import ADMIN_HEADERS
 
 QUESTION = [{"role": "user", "content": "What is the opposite of hot?"}]
 
@@ -29,7 +30,7 @@ def client() -> Iterator[TestClient]:
     upgrade()
     from app.main import app
 
-    with TestClient(app) as test_client:
+    with TestClient(app, headers=ADMIN_HEADERS) as test_client:
         yield test_client
 
 
