@@ -128,6 +128,8 @@ def _cached(cache_key: str, load: Callable[[], Principal | None]) -> Principal |
 
 
 def principal_for_key(value: str) -> Principal | None:
+    if not value:
+        return None
     admin_key = get_settings().api_key
     if admin_key is not None and hmac.compare_digest(value.encode(), admin_key.get_secret_value().encode()):
         return Principal(ENV_KEY_ID, ADMIN_USER, True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, computed_field
+from pydantic import Field, SecretStr, computed_field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     sse_max_streams_per_client: int = Field(
         default=256, ge=1, description="Live-update connections one client address may hold open at once."
     )
+
+    @field_validator("api_key", "session_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # compose passes ${LORABOARD_API_KEY:-} as "": an empty key must never open the server.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @computed_field  # type: ignore[prop-decorator]
     @property
