@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 FINAL = {"succeeded", "failed", "cancelled"}
+POLL_EVERY_S = 1.0
 
 
 @dataclass
@@ -116,7 +117,7 @@ async def watch(client: httpx.AsyncClient, job_id: str, stop: asyncio.Event, rep
 
 
 async def poll(client: httpx.AsyncClient, job_id: str, stop: asyncio.Event, report: LoadReport) -> None:
-    """A script asking for the job's state, as fast as it answers (with a 100 ms pause)."""
+    """A script waiting for the job: its state once a second, as the openai examples poll."""
     while not stop.is_set():
         started = time.monotonic()
         try:
@@ -126,7 +127,7 @@ async def poll(client: httpx.AsyncClient, job_id: str, stop: asyncio.Event, repo
                 report.errors.append(f"poll {response.status_code}")
         except httpx.HTTPError as error:
             report.errors.append(f"poll {type(error).__name__}")
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(POLL_EVERY_S)
 
 
 async def run_load(

@@ -27,6 +27,7 @@ from typing import Any
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
+from app.auth import current_principal
 from app.db import get_engine
 from app.errors import APIError
 from app.models import METRIC_FIELDS, Metric, Run
@@ -78,6 +79,45 @@ class _Slot(AbstractContextManager[None]):
 
 
 STREAM_SLOTS = StreamSlots()
+
+
+class SharedPolls:
+    """One database poll per run, cursor and viewer per interval, shared by every stream that asks.
+
+    200 tabs on one run used to run 200 polls (and renders) a second; after their first
+    catch-up they all stand at the same cursor, so they now share one. The viewer's key id
+    is part of the cache key: fragments carry the viewer's CSRF token, which must not
+    reach anyone else's page.
+    """
+
+    def __init__(self, ttl_s: float) -> None:
+        self._ttl_s = ttl_s
+        self._results: dict[tuple[str, int, str], tuple[float, Any]] = {}
+        self._locks: dict[tuple[str, int, str], asyncio.Lock] = {}
+
+    async def poll(
+        self, run_id: str, after_id: int, render: FragmentRenderer
+    ) -> tuple[list[Metric], dict[str, str], bool]:
+        principal = current_principal.get()
+        key = (run_id, after_id, principal.key_id if principal else "")
+        hit = self._results.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]  # type: ignore[no-any-return]
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            hit = self._results.get(key)
+            if hit is not None and hit[0] > time.monotonic():
+                return hit[1]  # type: ignore[no-any-return]
+            result = await run_in_threadpool(_poll, run_id, after_id, render)
+            now = time.monotonic()
+            for stale in [k for k, (expires, _) in self._results.items() if expires <= now]:
+                self._results.pop(stale, None)
+                self._locks.pop(stale, None)
+            self._results[key] = (now + self._ttl_s, result)
+            return result
+
+
+SHARED_POLLS = SharedPolls(ttl_s=POLL_INTERVAL_S * 0.9)
 
 
 def metric_payload(metric: Metric) -> dict[str, Any]:
@@ -139,7 +179,7 @@ async def _run_events(
     sent: dict[str, str] = {}
     yield f"retry: {RETRY_MS}\n\n"
     while True:
-        metrics, fragments, final = await run_in_threadpool(_poll, run_id, last_id, render)
+        metrics, fragments, final = await SHARED_POLLS.poll(run_id, last_id, render)
         for metric in metrics:
             last_id = metric.id or last_id
             yield sse_message(json.dumps(metric_payload(metric)), event="metrics", event_id=metric.id)
