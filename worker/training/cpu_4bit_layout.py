@@ -37,7 +37,7 @@ def restore_plain_layout(model: Any) -> int:
 
     restored = 0
     for module in model.modules():
-        weight = getattr(module, "weight", None)
+        weight: Any = getattr(module, "weight", None)
         state = getattr(weight, "quant_state", None)
         if state is None or not getattr(state, "packing_format_for_cpu", False):
             continue
