@@ -43,6 +43,7 @@ def test_a_dead_child_is_restarted_and_the_rest_keep_running(tmp_path: Path, sha
         backend="sqlite",
         shared_models_dir=shared_models_dir,
     )
+    (stack.log_dir / "up.log").unlink(missing_ok=True)  # the pids below must be this run's
     port = free_port()
     stack.env["LORABOARD_PORT"] = str(port)
     base_url = f"http://127.0.0.1:{port}"
