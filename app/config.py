@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, computed_field
+from pydantic import Field, SecretStr, computed_field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -59,11 +59,57 @@ class Settings(BaseSettings):
         "own (HF_TOKEN or a saved login).",
     )
     max_upload_mb: int = Field(default=1024, ge=1, description="Largest dataset file accepted.")
+    max_dataset_mb: int = Field(
+        default=256,
+        ge=1,
+        description="Largest decoded dataset (text, or Parquet once decompressed): reading one takes "
+        "about ten times this in server memory.",
+    )
+    max_dataset_rows: int = Field(default=1_000_000, ge=1, description="Most samples in one dataset file.")
+    max_dataset_columns: int = Field(default=64, ge=1, description="Most fields in one sample.")
+    max_json_depth: int = Field(default=32, ge=2, description="Deepest nesting of a JSON value in a dataset.")
+    local_roots: list[Path] = Field(
+        default_factory=list,
+        description="Directories whose files may be named as a run's dataset or model by path, "
+        "besides <data dir>/local; anything else on the server's disk is refused. "
+        "From the environment as JSON: LORABOARD_LOCAL_ROOTS='[\"/srv/datasets\"]'.",
+    )
+    max_run_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="A run whose worker was lost is re-queued until it has started this many times; "
+        "then it fails.",
+    )
     sse_max_connection_s: float = Field(
         default=600.0,
         gt=0,
         description="Lifetime cap of one live-update connection (the browser reconnects).",
     )
+
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="An admin API key for scripts and deployments. Without it the first start makes "
+        "one and prints it once, with a login link.",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "localhost", "[::1]"],
+        description="Host names the server answers to (a check against DNS rebinding); add the name "
+        'the server is reached by, as JSON: LORABOARD_ALLOWED_HOSTS=\'["gpu-box.lan"]\'. "*" allows any.',
+    )
+    session_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs dashboard session cookies; default: a random secret kept in the data directory.",
+    )
+    sse_max_streams_per_client: int = Field(
+        default=256, ge=1, description="Live-update connections one client address may hold open at once."
+    )
+
+    @field_validator("api_key", "session_secret", "hf_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # compose passes ${LORABOARD_API_KEY:-} as "": an empty key must never open the server
+        # (and an empty hub token is no token).
+        return None if isinstance(value, str) and not value.strip() else value
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -96,12 +142,27 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         return self.data_dir.resolve() / "models"
 
+    @property
+    def local_dir(self) -> Path:
+        """Where an operator drops datasets and models to name by path (the data dir's own files,
+        uploads and artifacts included, stay out of reach: they belong to their owners)."""
+        return self.data_dir.resolve() / "local"
+
+    @property
+    def allowed_local_roots(self) -> list[Path]:
+        return [self.local_dir, *(root.expanduser().resolve() for root in self.local_roots)]
+
     def hub_token(self) -> str | None:
-        # An empty value (compose passes one when the variable is unset) means no token.
-        return (self.hf_token.get_secret_value() if self.hf_token else None) or None
+        return self.hf_token.get_secret_value() if self.hf_token else None
 
     def ensure_dirs(self) -> None:
-        for path in (self.data_dir.resolve(), self.files_dir, self.artifacts_dir, self.models_dir):
+        for path in (
+            self.data_dir.resolve(),
+            self.files_dir,
+            self.artifacts_dir,
+            self.models_dir,
+            self.local_dir,
+        ):
             path.mkdir(parents=True, exist_ok=True)
 
 

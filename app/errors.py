@@ -6,6 +6,7 @@ NotFoundError, ...), so scripts written for the OpenAI API handle ours unchanged
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,6 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
 
 _TYPES = {
     400: "invalid_request_error",
@@ -104,6 +107,15 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body(message, "invalid_request_error", param, "invalid_request"), status_code=400
         )
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        # Logged with its traceback here; the client gets OpenAI's shape and no server details.
+        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        message = "The server had an error while processing your request; it has been logged."
+        if _wants_page(request):
+            return _error_page(request, 500, message)
+        return JSONResponse(error_body(message, "server_error", None, "internal_error"), status_code=500)
+
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> Response:
         if _wants_page(request):
@@ -111,6 +123,7 @@ def install_error_handlers(app: FastAPI) -> None:
         type_ = _TYPES.get(
             exc.status_code, "server_error" if exc.status_code >= 500 else "invalid_request_error"
         )
+        code = "file_too_large" if exc.status_code == 413 else None  # Starlette's body limit
         return JSONResponse(
-            error_body(str(exc.detail), type_), status_code=exc.status_code, headers=exc.headers
+            error_body(str(exc.detail), type_, None, code), status_code=exc.status_code, headers=exc.headers
         )

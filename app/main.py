@@ -15,12 +15,16 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.api import chat, files, jobs
+from app.auth import AuthMiddleware, first_start_key
 from app.config import get_settings
 from app.db import get_engine
 from app.errors import install_error_handlers
+from app.pages import login
 from app.pages import router as pages_router
 from app.run_config import transformers_optimizer_names, transformers_scheduler_names
+from app.services.files import upload_body_limit
 from app.services.orphans import recover_orphans
+from app.upload_limit import UploadLimitMiddleware
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger(__name__)
@@ -53,6 +57,15 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     # importing transformers takes seconds: do it now, not in the first user's request.
     warm_up = asyncio.create_task(run_in_threadpool(_load_run_config_vocabulary))
     watcher = asyncio.create_task(_watch_orphans(max(5.0, settings.stale_run_after_s / 4)))
+    key = await run_in_threadpool(first_start_key)
+    if key is not None:
+        # Shown once, like Jupyter's token: only its hash is kept.
+        url = f"http://{settings.host}:{settings.port}/login?key={key}"
+        print(
+            f"\n  An admin API key was made for this first start (it is not shown again):\n    {key}\n"
+            f"  Log in: {url}\n",
+            flush=True,
+        )
     yield
     watcher.cancel()
     warm_up.cancel()
@@ -66,6 +79,8 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(UploadLimitMiddleware, max_body_bytes=upload_body_limit())
+    app.add_middleware(AuthMiddleware)  # added last: outermost, nothing runs before the key check
     for module in (files, jobs, chat):
         app.include_router(module.router, prefix="/v1")
 
@@ -75,6 +90,7 @@ def create_app() -> FastAPI:
             connection.execute(text("SELECT 1"))
         return {"status": "ok"}
 
+    app.include_router(login.router)
     app.include_router(pages_router)
     app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "static"), name="static")
     return app

@@ -56,6 +56,7 @@ class Run(SQLModel, table=True):
     finished_at: datetime | None = _timestamp(nullable=True)
     heartbeat_at: datetime | None = _timestamp(nullable=True)
     status: str = Field(default=RunStatus.queued.value, max_length=16, index=True)
+    owner: str | None = Field(default=None, max_length=64, index=True)  # ApiKey.user; None: admin-only
     # The validated RunConfig (app/run_config.py) as JSON: the one source of truth.
     config: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     # Values derived from the config and the data (effective batch, total steps, ...).
@@ -168,6 +169,7 @@ class DataFile(SQLModel, table=True):
     format: str | None = Field(default=None, max_length=32)
     num_samples: int | None = None
     status: str = Field(default="processed", max_length=16)
+    owner: str | None = Field(default=None, max_length=64, index=True)
 
 
 class WorkerNode(SQLModel, table=True):
@@ -186,3 +188,22 @@ class WorkerNode(SQLModel, table=True):
     devices: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     started_at: datetime = _timestamp(nullable=False)
     last_seen_at: datetime = _timestamp(nullable=False, index=True)
+
+
+class ApiKey(SQLModel, table=True):
+    """A key that opens the API and the dashboard; only its SHA-256 is stored.
+
+    `user` names the owner of what the key creates (runs, files, adapters); an admin key
+    sees everything. The plaintext is shown once, when the key is made.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: str = Field(default_factory=lambda: new_id("key"), primary_key=True, max_length=64)
+    created_at: datetime = _timestamp(nullable=False)
+    name: str = Field(max_length=100)
+    user: str = Field(max_length=64, index=True)
+    is_admin: bool = False
+    prefix: str = Field(max_length=16)  # the first characters, to tell keys apart in a list
+    key_hash: str = Field(max_length=64, unique=True, index=True)
+    revoked_at: datetime | None = _timestamp(nullable=True)

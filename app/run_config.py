@@ -56,7 +56,9 @@ def transformers_scheduler_names() -> frozenset[str]:
 class RunConfig(BaseModel):
     """Every parameter of a QLoRA supervised fine-tune."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # allow_inf_nan=False: JSON's 1e999 parses as infinity, which would train to NaN (or, stored
+    # in a JSON column, fail on PostgreSQL); every number of a run must be finite.
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
     # --- model and data -------------------------------------------------------
     model_name: str = _field(

@@ -25,6 +25,8 @@ TEST_HF_HOME = Path(__file__).resolve().parent.parent / ".test-cache" / "hugging
 os.environ["HF_HOME"] = str(TEST_HF_HOME)
 os.environ["HF_HUB_CACHE"] = str(TEST_HF_HOME / "hub")
 os.environ.pop("HF_HUB_OFFLINE", None)
+os.environ["LORABOARD_API_KEY"] = "lb-test-admin-key-for-the-test-stacks"  # tests/stack.py's ADMIN_KEY
+os.environ["LORABOARD_ALLOWED_HOSTS"] = '["127.0.0.1", "localhost", "testserver"]'  # TestClient's host
 
 from tests.stack import Stack, drop_postgres_database, make_stack  # noqa: E402
 

@@ -23,6 +23,10 @@ import httpx
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = "postgresql://root@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379"
+# Every stack (and the in-process app, tests/conftest.py) runs with this admin key; test
+# clients send it as a Bearer token, as the openai client does with api_key.
+ADMIN_KEY = "lb-test-admin-key-for-the-test-stacks"
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
 def free_port() -> int:
@@ -56,6 +60,7 @@ class Stack:
     log_dir: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     base_url: str = ""
+    headers: dict[str, str] = field(default_factory=lambda: dict(ADMIN_HEADERS))
 
     def migrate(self) -> None:
         subprocess.run(
@@ -127,6 +132,7 @@ def make_stack(
     env = {key: value for key, value in os.environ.items() if not key.startswith("LORABOARD_")}
     env.update(
         LORABOARD_DATA_DIR=str(data_dir),
+        LORABOARD_API_KEY=ADMIN_KEY,
         LORABOARD_HEARTBEAT_INTERVAL_S="2",
         LORABOARD_STALE_RUN_AFTER_S="20",
         PYTHONUNBUFFERED="1",

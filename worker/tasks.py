@@ -15,31 +15,43 @@ from sqlmodel import Session
 
 from app.config import get_settings
 from app.db import get_engine
+from app.errors import APIError
 from app.run_config import RunConfig
 from app.services import artifacts, files, results, runs
 from app.services.orphans import recover_orphans
 from worker import registry  # noqa: F401  (connects the worker registry's signals)
 from worker.celery_app import TRAINING_QUEUE, celery_app
 from worker.recorder import DatabaseReporter, Heartbeat
-from worker.training.reporting import DataSources
+from worker.training.reporting import DataSources, TrainingDiverged
 
 log = logging.getLogger(__name__)
 
 
 @celery_app.task(name="loraboard.train_run", bind=True)
 def train_run(self: Any, run_id: str) -> str:
-    settings = get_settings()
-    engine = get_engine()
-    with Session(engine) as session:
+    with Session(get_engine()) as session:
         if not runs.mark_running(
             session, run_id, worker=self.request.hostname or "worker", task_id=self.request.id
         ):
             return "skipped: not queued"
+    # From here on the run is "running": whatever goes wrong must mark it failed, or the
+    # orphan watcher would take it for a lost worker and re-queue it again and again.
+    try:
+        return _train_claimed_run(run_id)
+    except Exception as error:
+        log.exception("run %s failed", run_id)
+        _record_failure(run_id, _readable(error))
+        return "failed"
+
+
+def _train_claimed_run(run_id: str) -> str:
+    settings = get_settings()
+    with Session(get_engine()) as session:
         run = runs.get_run(session, run_id)
         config = RunConfig(**run.config)
         data = DataSources(
-            train=files.resolve_data_source(session, config.dataset) or config.dataset,
-            validation=files.resolve_data_source(session, config.validation_dataset),
+            train=_data_source(session, config.dataset, "training file") or config.dataset,
+            validation=_data_source(session, config.validation_dataset, "validation file"),
         )
         checkpoint = runs.latest_checkpoint(session, run_id)
         resume_from = None
@@ -66,12 +78,11 @@ def train_run(self: Any, run_id: str) -> str:
     except ConfigError as error:
         _record_failure(run_id, str(error), code="invalid_config", param=error.param)
         return "failed"
-    except Exception as error:
-        log.exception("run %s failed", run_id)
-        _record_failure(run_id, f"{type(error).__name__}: {error}")
+    except TrainingDiverged as error:
+        _record_failure(run_id, str(error), code="training_diverged")
         return "failed"
 
-    with Session(engine) as session:
+    with Session(get_engine()) as session:
         if result.stopped_early:
             runs.mark_stopped(session, run_id, result.global_step)
             return "stopped"
@@ -80,6 +91,27 @@ def train_run(self: Any, run_id: str) -> str:
             session, run_id, trained_tokens=result.trained_tokens, result_file_id=result_file.id
         )
     return "succeeded"
+
+
+def _data_source(session: Session, reference: str | None, what: str) -> str | None:
+    try:
+        return files.resolve_data_source(session, reference)
+    except APIError as error:  # the file was deleted after the job was queued
+        raise LookupError(f"The {what} {reference} no longer exists; upload it again.") from error
+
+
+def _readable(error: Exception) -> str:
+    """The error for the run's page: its message, with the server's directories left out."""
+    settings = get_settings()
+    message = f"{type(error).__name__}: {error}" if not isinstance(error, LookupError) else str(error)
+    for directory, name in (
+        (settings.data_dir.resolve(), "<data dir>"),
+        (Path.home(), "~"),
+        (Path.cwd(), "."),
+    ):
+        if len(directory.parts) > 1:  # never "/" itself: every path would be mangled
+            message = message.replace(str(directory), name)
+    return message
 
 
 def _record_failure(

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import col, select
+from starlette.concurrency import run_in_threadpool
 
 from app.db import SessionDep
 from app.errors import APIError
 from app.model_catalog import BUILTIN_MODELS, BuiltinModel
 from app.models import Run, RunStatus
 from app.services import runs
-from app.services.completions import complete_chat
+from app.services.completions import completion_object, start_chat, wait_for_answer
+from app.services.ownership import visible
 
 router = APIRouter(tags=["chat"])
 
@@ -55,18 +58,23 @@ class ChatCompletionRequest(BaseModel):
 @router.post(
     "/chat/completions", summary="Chat with a base model or a fine-tuned adapter (served by a worker)"
 )
-def chat_completions(request: ChatCompletionRequest, session: SessionDep) -> dict[str, Any]:
+async def chat_completions(request: ChatCompletionRequest, session: SessionDep) -> dict[str, Any]:
     stop = [request.stop] if isinstance(request.stop, str) else request.stop
-    return complete_chat(
-        session,
-        model=request.model,
-        messages=[message.as_text() for message in request.messages],
-        max_tokens=request.max_completion_tokens or request.max_tokens or 256,
-        temperature=request.temperature,
-        top_p=request.top_p,
-        seed=request.seed,
-        stop=stop,
+    pending = await run_in_threadpool(
+        partial(
+            start_chat,
+            session,
+            model=request.model,
+            messages=[message.as_text() for message in request.messages],
+            max_tokens=request.max_completion_tokens or request.max_tokens or 256,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            seed=request.seed,
+            stop=stop,
+        )
     )
+    # Awaited, not blocked on: a slow or absent worker holds no server thread (completions.py).
+    return completion_object(request.model, await wait_for_answer(pending))
 
 
 def _model_object(model_id: str, created: int | None, owned_by: str) -> dict[str, Any]:
@@ -96,6 +104,7 @@ def list_models(session: SessionDep) -> dict[str, Any]:
     data += [
         _model_object(run.fine_tuned_model or "", runs.timestamp(run.finished_at), "user")
         for run in succeeded
+        if visible(run.owner)
     ]
     return {"object": "list", "data": data}
 
@@ -106,6 +115,6 @@ def retrieve_model(model: str, session: SessionDep) -> dict[str, Any]:
         return _builtin_object(BUILTIN_MODELS[model])
     reference = runs.parse_model_reference(model)
     run = session.get(Run, reference[0]) if reference else None
-    if run is None or run.status != RunStatus.succeeded:
+    if run is None or run.status != RunStatus.succeeded or not visible(run.owner):
         raise APIError(404, f"The model '{model}' does not exist", param="model", code="model_not_found")
     return _model_object(model, runs.timestamp(run.finished_at), "user")

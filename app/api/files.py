@@ -16,7 +16,8 @@ router = APIRouter(prefix="/files", tags=["files"])
 
 
 @router.post(
-    "", summary="Upload a training file (JSONL, JSON, CSV or Parquet); validated before it is accepted"
+    "",
+    summary="Upload a training file (JSONL, JSON, CSV or Parquet); validated before it is accepted",
 )
 async def upload_file(
     session: SessionDep, file: UploadFile = File(...), purpose: str = Form(...)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Form, Request
 from sqlmodel import Session, col, select
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from app.db import SessionDep
@@ -14,7 +16,8 @@ from app.errors import APIError
 from app.models import Checkpoint, Run, RunStatus
 from app.pages.templating import render
 from app.services import runs
-from app.services.completions import complete_chat
+from app.services.completions import completion_object, start_chat, wait_for_answer
+from app.services.ownership import only_visible
 
 router = APIRouter(include_in_schema=False)
 
@@ -23,7 +26,7 @@ def model_options(session: Session) -> list[dict[str, Any]]:
     """Every finished adapter and each of its checkpoints, newest run first."""
     options = []
     finished = session.exec(
-        select(Run)
+        only_visible(select(Run), Run.owner)
         .where(Run.status == RunStatus.succeeded.value)
         .order_by(col(Run.created_at).desc())
         .limit(50)
@@ -59,20 +62,24 @@ def playground_page(request: Request, session: SessionDep, model: str | None = N
     )
 
 
-def _answer(
+async def _answer(
     session: Session, model: str, messages: list[dict[str, str]], max_tokens: int, temperature: float
 ) -> dict[str, Any]:
     try:
-        completion = complete_chat(
-            session,
-            model=model,
-            messages=messages,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=1.0,
-            seed=0,
-            stop=None,
+        pending = await run_in_threadpool(
+            partial(
+                start_chat,
+                session,
+                model=model,
+                messages=messages,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_p=1.0,
+                seed=0,
+                stop=None,
+            )
         )
+        completion = completion_object(model, await wait_for_answer(pending))
     except APIError as error:
         return {"model": model, "error": error.message}
     choice = completion["choices"][0]
@@ -116,7 +123,7 @@ def conversation(system: str, history: list[dict[str, Any]], side: str, prompt: 
 
 
 @router.post("/playground/chat")
-def chat(
+async def chat(
     request: Request,
     session: SessionDep,
     model: str = Form(...),
@@ -134,13 +141,15 @@ def chat(
     max_tokens = min(max(max_tokens, 1), 512)
     temperature = min(max(temperature, 0.0), 2.0)
     answers = [
-        _answer(session, model, conversation(system, turns, "adapter", prompt), max_tokens, temperature)
+        await _answer(session, model, conversation(system, turns, "adapter", prompt), max_tokens, temperature)
     ]
     reference = runs.parse_model_reference(model)
     run = session.get(Run, reference[0]) if reference else None
     if compare_base and run is not None:
         base_messages = conversation(system, turns, "base", prompt)
-        answers.append(_answer(session, run.config["model_name"], base_messages, max_tokens, temperature))
+        answers.append(
+            await _answer(session, run.config["model_name"], base_messages, max_tokens, temperature)
+        )
     said = [answer.get("content", "") for answer in answers] + [""]
     turns.append({"user": prompt, "adapter": said[0], "base": said[1]})
     return render(

@@ -10,7 +10,7 @@ from sqlmodel import Session
 from starlette.responses import Response
 
 from app.config import get_settings
-from app.db import SessionDep
+from app.db import SessionDep, get_engine
 from app.errors import APIError
 from app.models import Run, RunStatus
 from app.pages.templating import is_htmx, render, render_fragment
@@ -106,13 +106,19 @@ def run_page(run_id: str, request: Request, session: SessionDep) -> Response:
 @router.get("/runs/{run_id}/stream")
 def run_stream(
     run_id: str,
-    session: SessionDep,
+    request: Request,
     after: int | None = None,
     last_event_id: str | None = Header(default=None),
 ) -> StreamingResponse:
-    runs.get_run(session, run_id)  # 404 before the stream starts
+    # No SessionDep here: a dependency's session lives until the response ends, and a stream's
+    # response lasts minutes; 15 open pages held the whole connection pool. Each poll opens its own.
+    with Session(get_engine()) as session:
+        runs.get_run(session, run_id)  # 404 before the stream starts
+    settings = get_settings()
+    client = request.client.host if request.client else "unknown"
+    slot = streaming.STREAM_SLOTS.take(client, settings.sse_max_streams_per_client)
     start = streaming.resume_point(after, last_event_id)
-    events = streaming.run_events(run_id, start, live_fragments, get_settings().sse_max_connection_s)
+    events = streaming.run_events(run_id, start, live_fragments, settings.sse_max_connection_s, slot=slot)
     return StreamingResponse(
         events,
         media_type="text/event-stream",

@@ -17,6 +17,7 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 from starlette.responses import Response
 
+from app import auth
 from app.services import runs
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent.parent / "templates"
@@ -86,7 +87,13 @@ def to_json(value: Any) -> Markup:
     return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
 
 
-templates.env.globals.update(progress=runs.progress, timestamp=runs.timestamp)
+templates.env.globals.update(
+    progress=runs.progress,
+    timestamp=runs.timestamp,
+    # Read from the request's context (auth.current_principal), so fragments rendered for the
+    # live stream carry it too.
+    csrf_token=lambda: auth.csrf_token(auth.current_principal.get()),
+)
 templates.env.filters.update(
     duration=duration, integer=integer, number=number, gigabytes=gigabytes, when=when, to_json=to_json
 )

@@ -19,6 +19,8 @@ from sqlmodel import Session
 from app.config import get_settings
 from app.models import DataFile
 from app.run_config import DEMO_DATASET_ID, DEMO_MODEL_ID
+from app.services.ownership import visible
+from app.services.sources import allowed_local_path, is_hub_reference
 from worker.training.formats import DatasetError, detect_format, read_records
 
 PREVIEW_SAMPLES = 5
@@ -57,16 +59,17 @@ def dataset_path(session: Session, reference: str) -> Path | None:
         return DEMO_TRAIN_FILE
     if reference.startswith("file-"):
         record = session.get(DataFile, reference)
-        return Path(record.path) if record else None
-    path = Path(reference).expanduser()
-    return path if path.is_file() else None
+        return Path(record.path) if record and visible(record.owner) else None
+    # Other paths only under the operator's roots: a preview must not read the server's disk.
+    path = allowed_local_path(reference)
+    return path if path is not None and path.is_file() else None
 
 
 def count_samples(session: Session, reference: str) -> int | None:
     """How many training samples a dataset holds, when it can be known without downloading it."""
     if reference.startswith("file-"):
         record = session.get(DataFile, reference)
-        return record.num_samples if record else None
+        return record.num_samples if record and visible(record.owner) else None
     if reference in KNOWN_DATASET_SIZES:
         return KNOWN_DATASET_SIZES[reference]
     path = dataset_path(session, reference)
@@ -93,7 +96,11 @@ def load_tokenizer(model_name: str) -> tuple[Any, str, str | None]:
 
     from worker.training.demo_model import ensure_demo_model
 
-    if model_name != DEMO_MODEL_ID:
+    if model_name != DEMO_MODEL_ID and not (
+        is_hub_reference(model_name) or allowed_local_path(model_name) is not None
+    ):
+        note = "That model is not a hub id or a path this server allows; lengths use the demo tokenizer."
+    elif model_name != DEMO_MODEL_ID:
         try:
             return AutoTokenizer.from_pretrained(model_name, local_files_only=True), model_name, None
         except Exception:

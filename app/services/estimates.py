@@ -18,21 +18,19 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 from dataclasses import asdict, dataclass
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from app.config import get_settings
 from app.run_config import DEMO_MODEL_ID, SMOLLM2_ID, RunConfig
+from app.services.hub_lookup import BackgroundLookups, LookupFailed, LookupPending
+from app.services.sources import allowed_local_path, is_hub_reference
 
 GB = 1024**3
 GPU_SIZES_GB = (24, 40, 80)
 DEFAULT_SEQ_LEN = 1024  # trl's default max_length when max_seq_length is empty
 # The CUDA context (~0.3-0.5 GB) and the caching allocator's slack: a fixed allowance.
 CUDA_OVERHEAD_BYTES = int(0.8 * GB)
-HUB_LOOKUP_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -151,8 +149,8 @@ def model_shape(model_name: str) -> ModelShape:
     """The shape of a base model; UnknownModel when it cannot be found."""
     if model_name == DEMO_MODEL_ID:
         return _demo_shape()
-    local = Path(model_name).expanduser()
-    if (local / "config.json").is_file():
+    local = allowed_local_path(model_name)  # other paths are not read: they would leak what exists
+    if local is not None and (local / "config.json").is_file():
         return shape_from_config(json.loads((local / "config.json").read_text()), f"{local}/config.json")
     known = KNOWN_SHAPES.get(model_name.lower())
     if known is not None:
@@ -171,33 +169,45 @@ def _demo_shape() -> ModelShape:
     return shape_from_config({**ARCHITECTURE, "vocab_size": vocab}, f"{DEMO_MODEL_ID} architecture")
 
 
-@lru_cache(maxsize=64)
+_HUB_CONFIGS = BackgroundLookups()
+
+
 def _hub_shape(model_name: str) -> ModelShape:
-    """AutoConfig from the local cache, then the hub, in a thread with a deadline (air-gapped boxes hang)."""
-    outcome: dict[str, Any] = {}
-
-    def load() -> None:
-        from transformers import AutoConfig
-
-        try:
-            config = AutoConfig.from_pretrained(model_name, local_files_only=True)
-        except Exception:
-            try:
-                config = AutoConfig.from_pretrained(model_name)
-            except Exception as error:
-                outcome["error"] = error
-                return
-        outcome["config"] = config.to_dict()
-
-    thread = threading.Thread(target=load, daemon=True)
-    thread.start()
-    thread.join(HUB_LOOKUP_TIMEOUT_S)
-    if "config" not in outcome:
-        raise UnknownModel(f"no config found for '{model_name}' (offline, or not a transformers model)")
+    """AutoConfig from the local cache at once; else from the hub in the background (hub_lookup)."""
+    if not is_hub_reference(model_name):
+        raise UnknownModel(f"'{model_name}' is not a hub id, a built-in model or an allowed local directory")
     try:
-        return shape_from_config(outcome["config"], f"hub: {model_name}")
+        config = _cached_config(model_name)
+    except OSError:  # not in the local cache: never wait for the hub inside a request
+        try:
+            config = _HUB_CONFIGS.get(model_name, lambda: _downloaded_config(model_name))
+        except LookupPending:
+            raise UnknownModel(
+                f"looking '{model_name}' up on the hub; the estimate shows on the next change"
+            ) from None
+        except LookupFailed:
+            raise UnknownModel(
+                f"no config found for '{model_name}' (offline, or not a transformers model)"
+            ) from None
+    try:
+        return shape_from_config(config, f"hub: {model_name}")
     except KeyError as error:
         raise UnknownModel(f"'{model_name}' is not a Llama-style decoder (missing {error})") from error
+
+
+def _cached_config(model_name: str) -> dict[str, Any]:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(model_name, local_files_only=True).to_dict()
+    except Exception as error:  # transformers raises OSError, ValueError, ... for a missing model
+        raise OSError(str(error)) from error
+
+
+def _downloaded_config(model_name: str) -> dict[str, Any]:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(model_name).to_dict()
 
 
 # --- trainable parameters ------------------------------------------------------------

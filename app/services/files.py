@@ -10,10 +10,13 @@ from sqlmodel import Session, col, select
 
 from app.config import get_settings
 from app.errors import APIError, not_found
-from app.models import DataFile, new_id
-from worker.training.formats import SUPPORTED_EXTENSIONS, DatasetError, validate_file
+from app.models import DataFile, Run, RunStatus, new_id
+from app.services import runs
+from app.services.ownership import new_owner, only_visible, visible
+from worker.training.formats import SUPPORTED_EXTENSIONS, DatasetError, ReadLimits, validate_file
 
 UPLOAD_PURPOSES = ("fine-tune",)
+
 CHUNK = 1 << 20
 
 
@@ -34,11 +37,37 @@ def store_upload(session: Session, stream: BinaryIO, filename: str, purpose: str
     path = settings.files_dir / f"{file_id}{suffix}"
     size = _copy_limited(stream, path, settings.max_upload_mb * CHUNK)
     try:
-        summary = validate_file(path)
-    except DatasetError as error:
+        return _register_upload(session, path, file_id, filename, purpose, size)
+    except BaseException:
+        # Refused or broken, the bytes must not stay behind: no file on disk without its row.
         path.unlink(missing_ok=True)
+        raise
+
+
+def upload_body_limit() -> int:
+    """The largest request body an upload route reads: the file's limit plus room for the multipart
+    envelope. Starlette refuses a larger Content-Length before reading, and stops a body that grows past."""
+    return get_settings().max_upload_mb * CHUNK + CHUNK
+
+
+def dataset_limits() -> ReadLimits:
+    settings = get_settings()
+    return ReadLimits(
+        max_bytes=settings.max_dataset_mb * CHUNK,
+        max_rows=settings.max_dataset_rows,
+        max_columns=settings.max_dataset_columns,
+        max_depth=settings.max_json_depth,
+    )
+
+
+def _register_upload(
+    session: Session, path: Path, file_id: str, filename: str, purpose: str, size: int
+) -> DataFile:
+    try:
+        summary = validate_file(path, limits=dataset_limits())
+    except DatasetError as error:
         raise APIError(
-            400, f"Invalid training file '{filename}': {error}", param="file", code="invalid_file"
+            400, f"Invalid training file '{Path(filename).name}': {error}", param="file", code="invalid_file"
         ) from error
     record = DataFile(
         id=file_id,
@@ -48,6 +77,7 @@ def store_upload(session: Session, stream: BinaryIO, filename: str, purpose: str
         path=str(path),
         format=summary.format,
         num_samples=summary.num_samples,
+        owner=new_owner(),
     )
     session.add(record)
     session.commit()
@@ -78,7 +108,7 @@ def _copy_limited(stream: BinaryIO, path: Path, limit: int) -> int:
 
 def get_file(session: Session, file_id: str) -> DataFile:
     record = session.get(DataFile, file_id)
-    if record is None:
+    if record is None or not visible(record.owner):
         raise not_found("file", file_id)
     return record
 
@@ -90,7 +120,7 @@ def list_files(
     after: str | None = None,
     order: str = "desc",
 ) -> list[DataFile]:
-    query = select(DataFile)
+    query = only_visible(select(DataFile), DataFile.owner)
     if purpose:
         query = query.where(DataFile.purpose == purpose)
     if after:
@@ -105,7 +135,18 @@ def list_files(
 
 
 def delete_file(session: Session, file_id: str) -> None:
+    """Refused (409) while a queued or running job still needs the file: it would fail, or never start."""
     record = get_file(session, file_id)
+    # A job in these states still reads its files (a paused one resumes).
+    active = [status.value for status in (*runs.ACTIVE_STATUSES, RunStatus.paused)]
+    for run in session.exec(select(Run).where(col(Run.status).in_(active))).all():
+        if file_id in (run.config.get("dataset"), run.config.get("validation_dataset")):
+            raise APIError(
+                409,
+                f"File {file_id} is used by job {run.id} ({run.status}); delete it once the job has ended.",
+                param="file_id",
+                code="file_in_use",
+            )
     Path(record.path).unlink(missing_ok=True)
     session.delete(record)
     session.commit()
@@ -118,7 +159,7 @@ def resolve_data_source(session: Session, reference: str | None) -> str | None:
     return get_file(session, reference).path
 
 
-def register_result_file(session: Session, source: Path, filename: str) -> DataFile:
+def register_result_file(session: Session, source: Path, filename: str, owner: str | None = None) -> DataFile:
     """A file the system produced (the metrics CSV of a job), listed like uploads (OpenAI's result_files)."""
     settings = get_settings()
     file_id = new_id("file")
@@ -131,6 +172,7 @@ def register_result_file(session: Session, source: Path, filename: str) -> DataF
         bytes=path.stat().st_size,
         path=str(path),
         format="csv",
+        owner=owner,  # the run's owner: the worker registers it, for no one in particular
     )
     session.add(record)
     return record

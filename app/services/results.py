@@ -22,7 +22,9 @@ def register_metrics_csv(session: Session, run_id: str) -> DataFile:
                 writer.writerow(
                     ["" if getattr(metric, name) is None else getattr(metric, name) for name in METRIC_FIELDS]
                 )
-        record = files.register_result_file(session, path, f"{run_id}-metrics.csv")
+        record = files.register_result_file(
+            session, path, f"{run_id}-metrics.csv", owner=runs.get_run(session, run_id).owner
+        )
         session.commit()
         session.refresh(record)
         return record

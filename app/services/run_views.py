@@ -12,6 +12,7 @@ from app.models import Metric, Run, RunStatus
 from app.run_config import RunConfig, field_docs
 from app.services import runs
 from app.services.dataset_preview import count_samples
+from app.services.ownership import only_visible
 from worker.training.schedule import derive_schedule, lr_at
 
 LR_CURVE_POINTS = 200
@@ -128,7 +129,7 @@ def failure_hint(run: Run) -> dict[str, Any] | None:
 
 
 def compare_runs(session: Session, run_ids: list[str]) -> list[Run]:
-    found = session.exec(select(Run).where(col(Run.id).in_(run_ids))).all()
+    found = session.exec(only_visible(select(Run), Run.owner).where(col(Run.id).in_(run_ids))).all()
     order = {run_id: index for index, run_id in enumerate(run_ids)}
     return sorted(found, key=lambda run: order.get(run.id, 0))
 

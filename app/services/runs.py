@@ -17,6 +17,8 @@ from app.errors import APIError, not_found
 from app.models import Checkpoint, DataFile, Event, Metric, Run, RunStatus, utcnow
 from app.run_config import RunConfig
 from app.services.model_availability import check_model_available
+from app.services.ownership import new_owner, only_visible, visible
+from app.services.sources import check_source
 
 ACTIVE_STATUSES = (RunStatus.queued, RunStatus.running, RunStatus.cancelling, RunStatus.pausing)
 # A worker is training the run in these states.
@@ -55,7 +57,7 @@ def resolve_file_reference(session: Session, reference: str | None, param: str) 
     if reference is None or not reference.startswith("file-"):
         return reference
     record = session.get(DataFile, reference)
-    if record is None:
+    if record is None or not visible(record.owner):
         raise APIError(400, f"File '{reference}' does not exist.", param=param, code="file_not_found")
     if record.purpose != "fine-tune":
         raise APIError(
@@ -64,14 +66,30 @@ def resolve_file_reference(session: Session, reference: str | None, param: str) 
     return reference
 
 
+def checked_sources(config: RunConfig) -> RunConfig:
+    """The config with its model and data references checked (sources.check_source)."""
+    changes = {
+        "model_name": check_source(config.model_name, "model", "model"),
+        "dataset": check_source(config.dataset, "training_file", "training file"),
+    }
+    if config.validation_dataset is not None:
+        changes["validation_dataset"] = check_source(
+            config.validation_dataset, "validation_file", "validation file"
+        )
+    return config.model_copy(update=changes)
+
+
 def create_run(
     session: Session, config: RunConfig, *, suffix: str | None = None, metadata: dict[str, Any] | None = None
 ) -> Run:
     """Store a run as queued and commit it; the caller enqueues after this returns (DESIGN 4)."""
+    config = checked_sources(config)
     check_model_available(config.model_name)
     resolve_file_reference(session, config.dataset, "training_file")
     resolve_file_reference(session, config.validation_dataset, "validation_file")
-    run = Run(config=config.model_dump(mode="json"), suffix=suffix, user_metadata=metadata or {})
+    run = Run(
+        config=config.model_dump(mode="json"), suffix=suffix, user_metadata=metadata or {}, owner=new_owner()
+    )
     session.add(run)
     session.flush()  # the run row first: events reference it
     session.add(Event(run_id=run.id, message="Fine-tuning job created", data={"model": config.model_name}))
@@ -101,7 +119,7 @@ def submit_run(session: Session, config: RunConfig, **kwargs: Any) -> Run:
 
 def get_run(session: Session, run_id: str) -> Run:
     run = session.get(Run, run_id)
-    if run is None:
+    if run is None or not visible(run.owner):
         raise not_found("job", run_id, param="fine_tuning_job_id")
     return run
 
@@ -115,7 +133,7 @@ def list_runs(
     metadata: dict[str, str] | None = None,
 ) -> tuple[list[Run], bool]:
     """Newest first; `after` is the id of the last run of the previous page. Returns (page, has_more)."""
-    query = select(Run)
+    query = only_visible(select(Run), Run.owner)
     if status:
         query = query.where(Run.status == status)
     if after:
@@ -137,7 +155,7 @@ def list_runs(
 
 
 def count_runs_by_status(session: Session) -> dict[str, int]:
-    rows = session.exec(select(Run.status, func.count()).group_by(Run.status)).all()
+    rows = session.exec(only_visible(select(Run.status, func.count()), Run.owner).group_by(Run.status)).all()
     return {status: count for status, count in rows}
 
 
@@ -344,6 +362,7 @@ def resume_run(session: Session, run_id: str) -> Run:
         error_message=None,
         error_param=None,
         worker=None,
+        attempts=0,  # a resume asked for by a person gets the full number of attempts again
     ):
         raise APIError(
             400,

@@ -8,21 +8,28 @@ then ends; the browser's EventSource reconnects on its own (after `retry` ms).
 
 The source is the database, polled: it is the truth the workers write to, and one
 query per second per open page is cheap. Redis pub/sub could wake the loop sooner;
-polling keeps SQLite-only installs identical to big ones.
+polling keeps SQLite-only installs identical to big ones. A stream holds no database
+connection between polls (each poll is a short session of its own), and one client may
+hold at most Settings.sse_max_streams_per_client streams at once (429 beyond).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
+from app.auth import current_principal
 from app.db import get_engine
+from app.errors import APIError
 from app.models import METRIC_FIELDS, Metric, Run
 from app.services import runs
 
@@ -30,6 +37,87 @@ POLL_INTERVAL_S = 1.0
 RETRY_MS = 1000
 
 FragmentRenderer = Callable[[Session, Run], dict[str, str]]
+
+
+class StreamSlots:
+    """Open streams per client: a page left open in 300 tabs (or a script) must not take the server."""
+
+    def __init__(self) -> None:
+        self._open: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def take(self, client: str, limit: int) -> AbstractContextManager[None]:
+        with self._lock:
+            if self._open[client] >= limit:
+                raise APIError(
+                    429,
+                    f"Too many live streams open from this client (at most {limit}); close some pages.",
+                    code="too_many_streams",
+                    type="rate_limit_error",
+                )
+            self._open[client] += 1
+        return _Slot(self, client)
+
+    def release(self, client: str) -> None:
+        with self._lock:
+            self._open[client] -= 1
+            if self._open[client] <= 0:
+                del self._open[client]
+
+    def count(self, client: str) -> int:
+        return self._open[client]
+
+
+class _Slot(AbstractContextManager[None]):
+    def __init__(self, slots: StreamSlots, client: str) -> None:
+        self._slots, self._client, self._released = slots, client, False
+
+    def __exit__(self, *_exc: object) -> None:
+        if not self._released:
+            self._released = True
+            self._slots.release(self._client)
+
+
+STREAM_SLOTS = StreamSlots()
+
+
+class SharedPolls:
+    """One database poll per run, cursor and viewer per interval, shared by every stream that asks.
+
+    200 tabs on one run used to run 200 polls (and renders) a second; after their first
+    catch-up they all stand at the same cursor, so they now share one. The viewer's key id
+    is part of the cache key: fragments carry the viewer's CSRF token, which must not
+    reach anyone else's page.
+    """
+
+    def __init__(self, ttl_s: float) -> None:
+        self._ttl_s = ttl_s
+        self._results: dict[tuple[str, int, str], tuple[float, Any]] = {}
+        self._locks: dict[tuple[str, int, str], asyncio.Lock] = {}
+
+    async def poll(
+        self, run_id: str, after_id: int, render: FragmentRenderer
+    ) -> tuple[list[Metric], dict[str, str], bool]:
+        principal = current_principal.get()
+        key = (run_id, after_id, principal.key_id if principal else "")
+        hit = self._results.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]  # type: ignore[no-any-return]
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            hit = self._results.get(key)
+            if hit is not None and hit[0] > time.monotonic():
+                return hit[1]  # type: ignore[no-any-return]
+            result = await run_in_threadpool(_poll, run_id, after_id, render)
+            now = time.monotonic()
+            for stale in [k for k, (expires, _) in self._results.items() if expires <= now]:
+                self._results.pop(stale, None)
+                self._locks.pop(stale, None)
+            self._results[key] = (now + self._ttl_s, result)
+            return result
+
+
+SHARED_POLLS = SharedPolls(ttl_s=POLL_INTERVAL_S * 0.9)
 
 
 def metric_payload(metric: Metric) -> dict[str, Any]:
@@ -72,14 +160,26 @@ async def run_events(
     render: FragmentRenderer,
     max_seconds: float,
     poll_interval_s: float = POLL_INTERVAL_S,
+    slot: AbstractContextManager[None] | None = None,
 ) -> AsyncIterator[str]:
-    """Metrics after after_id, then new ones as they come; fragments when they change; 'done' at the end."""
+    """Metrics after after_id, then new ones as they come; fragments when they change; 'done' at the end.
+
+    slot is released when the stream ends, however it ends (the client went away included).
+    """
+    with slot or nullcontext():
+        async for message in _run_events(run_id, after_id, render, max_seconds, poll_interval_s):
+            yield message
+
+
+async def _run_events(
+    run_id: str, after_id: int, render: FragmentRenderer, max_seconds: float, poll_interval_s: float
+) -> AsyncIterator[str]:
     deadline = time.monotonic() + max_seconds
     last_id = after_id
     sent: dict[str, str] = {}
     yield f"retry: {RETRY_MS}\n\n"
     while True:
-        metrics, fragments, final = await run_in_threadpool(_poll, run_id, last_id, render)
+        metrics, fragments, final = await SHARED_POLLS.poll(run_id, last_id, render)
         for metric in metrics:
             last_id = metric.id or last_id
             yield sse_message(json.dumps(metric_payload(metric)), event="metrics", event_id=metric.id)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.stack import ADMIN_KEY
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SHOTS = PROJECT_ROOT / "test-artifacts" / "screenshots"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -49,6 +51,16 @@ def wait_for_status(page, status: str) -> None:  # type: ignore[no-untyped-def]
     page.locator(f"#run-header .badge-{status}").wait_for(timeout=RUN_TIMEOUT_MS)
 
 
+def log_in(page, base: str) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page.goto(base + "/")
+    expect(page.locator("h1")).to_have_text("Log in")
+    page.fill("#login-key", ADMIN_KEY)
+    page.click("#login-button")
+    expect(page.locator("h1")).to_have_text("Runs")
+
+
 def fill_overrides(page, **values: str) -> None:  # type: ignore[no-untyped-def]
     for name, value in values.items():
         page.fill(f"#f-{name}", value)
@@ -70,8 +82,10 @@ def test_a_person_trains_chats_and_compares(stack_factory, tmp_path: Path) -> No
         )
         page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
         try:
+            # 0. Nothing shows without a key: every page leads to the login form.
+            log_in(page, base)
+
             # 1. The dashboard, empty.
-            page.goto(base + "/")
             expect(page.locator("h1")).to_have_text("Runs")
             expect(page.locator("#runs-table")).to_contain_text("No runs yet")
             shoot(page, "01-runs-empty")
@@ -190,7 +204,7 @@ def test_quick_start_on_a_real_model_then_a_conversation(stack_factory, smollm2)
         page = context.new_page()
         page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
         try:
-            page.goto(stack.base_url + "/")
+            log_in(page, stack.base_url)
             page.click("#quick-start-real")
             page.wait_for_url("**/runs/new?preset=smollm2")
             expect(page.locator("#f-model_name")).to_have_value("HuggingFaceTB/SmolLM2-135M-Instruct")

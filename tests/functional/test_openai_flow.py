@@ -18,7 +18,7 @@ import openai
 import pytest
 import redis
 
-from tests.stack import Stack
+from tests.stack import ADMIN_KEY, Stack
 
 DEMO_TRAIN = Path(__file__).resolve().parents[2] / "data" / "demo" / "antonyms-train.jsonl"
 DEMO_HELDOUT = Path(__file__).resolve().parents[2] / "data" / "demo" / "antonyms-heldout.jsonl"
@@ -26,7 +26,7 @@ FINAL = {"succeeded", "failed", "cancelled"}
 
 
 def client_for(stack: Stack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key="loraboard", max_retries=0, timeout=300)
+    return openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key=ADMIN_KEY, max_retries=0, timeout=300)
 
 
 def wait_for(client: openai.OpenAI, job_id: str, stack: Stack, statuses: set[str], timeout: float = 420):
@@ -121,7 +121,9 @@ def test_openai_client_drives_a_run_end_to_end(stack_factory, backend: str, tmp_
         client.chat.completions.create(model=f"ft:demo-tiny-llama:x:{job.id}:ckpt-step-8", messages=question)
 
     # The adapter zip loads with peft onto the 4-bit base model.
-    download = httpx.get(f"{stack.base_url}/v1/fine_tuning/jobs/{job.id}/adapter", timeout=60)
+    download = httpx.get(
+        f"{stack.base_url}/v1/fine_tuning/jobs/{job.id}/adapter", timeout=60, headers=stack.headers
+    )
     assert download.status_code == 200 and download.headers["content-type"] == "application/zip"
     adapter_dir = tmp_path / "adapter"
     zipfile.ZipFile(io.BytesIO(download.content)).extractall(adapter_dir)
@@ -131,7 +133,9 @@ def test_openai_client_drives_a_run_end_to_end(stack_factory, backend: str, tmp_
     }
     assert_adapter_loads(root, stack.data_dir / "models", question)
     checkpoint_zip = httpx.get(
-        f"{stack.base_url}/v1/fine_tuning/jobs/{job.id}/checkpoints/{checkpoints[1].id}/download", timeout=60
+        f"{stack.base_url}/v1/fine_tuning/jobs/{job.id}/checkpoints/{checkpoints[1].id}/download",
+        timeout=60,
+        headers=stack.headers,
     )
     names = zipfile.ZipFile(io.BytesIO(checkpoint_zip.content)).namelist()
     assert any(name.endswith("adapter_model.safetensors") for name in names)

@@ -59,7 +59,8 @@ def write_text_dataset(path: Path) -> Path:
 
 def run_job(stack: Stack, model_dir: Path, file_id: str, trainer: str) -> dict:
     job = httpx.post(
-        f"{stack.base_url}/v1/fine_tuning/jobs",
+        headers=stack.headers,
+        url=f"{stack.base_url}/v1/fine_tuning/jobs",
         timeout=30,
         json={
             "model": str(model_dir),
@@ -79,7 +80,9 @@ def run_job(stack: Stack, model_dir: Path, file_id: str, trainer: str) -> dict:
     ).json()
     deadline = time.monotonic() + 480
     while time.monotonic() < deadline:
-        job = httpx.get(f"{stack.base_url}/v1/fine_tuning/jobs/{job['id']}", timeout=30).json()
+        job = httpx.get(
+            headers=stack.headers, url=f"{stack.base_url}/v1/fine_tuning/jobs/{job['id']}", timeout=30
+        ).json()
         if job["status"] in ("succeeded", "failed", "cancelled"):
             return job
         time.sleep(2)
@@ -88,10 +91,12 @@ def run_job(stack: Stack, model_dir: Path, file_id: str, trainer: str) -> dict:
 
 def test_classic_recipe_trains_through_a_real_worker_on_cuda(stack_factory, tmp_path: Path) -> None:
     stack = stack_factory("sqlite", workers=("training",))
-    model_dir = build_random_llama(tmp_path / "random-llama", stack.data_dir / "models")
+    # Under <data dir>/local: the server accepts local model paths only under its allowed roots.
+    model_dir = build_random_llama(stack.data_dir / "local" / "random-llama", stack.data_dir / "models")
     dataset = write_text_dataset(tmp_path / "guanaco-style.jsonl")
     upload = httpx.post(
-        f"{stack.base_url}/v1/files",
+        headers=stack.headers,
+        url=f"{stack.base_url}/v1/files",
         data={"purpose": "fine-tune"},
         timeout=60,
         files={"file": (dataset.name, dataset.read_bytes())},
@@ -110,7 +115,10 @@ def test_classic_recipe_trains_through_a_real_worker_on_cuda(stack_factory, tmp_
             True,
         )
         events = httpx.get(
-            f"{stack.base_url}/v1/fine_tuning/jobs/{job['id']}/events", params={"limit": 200}, timeout=30
+            headers=stack.headers,
+            url=f"{stack.base_url}/v1/fine_tuning/jobs/{job['id']}/events",
+            params={"limit": 200},
+            timeout=30,
         ).json()["data"]
         metrics = [
             event["data"] for event in events if event["type"] == "metrics" and "train_loss" in event["data"]
@@ -118,6 +126,8 @@ def test_classic_recipe_trains_through_a_real_worker_on_cuda(stack_factory, tmp_
         assert len(metrics) == 6
         assert all(row["gpu_memory_allocated_mb"] > 0 and row["tokens_per_second"] > 0 for row in metrics)
         checkpoints = httpx.get(
-            f"{stack.base_url}/v1/fine_tuning/jobs/{job['id']}/checkpoints", timeout=30
+            headers=stack.headers,
+            url=f"{stack.base_url}/v1/fine_tuning/jobs/{job['id']}/checkpoints",
+            timeout=30,
         ).json()["data"]
         assert [checkpoint["step_number"] for checkpoint in checkpoints] == [30, 15]

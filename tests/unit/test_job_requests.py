@@ -11,6 +11,7 @@ from app.errors import APIError
 from app.migrate import upgrade
 from app.run_config import DEMO_OVERRIDES
 from app.services.job_requests import JobCreate, run_config_from_request
+from tests.stack import ADMIN_HEADERS
 
 
 def request(**hyperparameters) -> JobCreate:
@@ -72,7 +73,7 @@ def client() -> Iterator[TestClient]:
     upgrade()
     from app.main import app
 
-    with TestClient(app) as test_client:
+    with TestClient(app, headers=ADMIN_HEADERS) as test_client:
         yield test_client
 
 

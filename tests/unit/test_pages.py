@@ -22,6 +22,7 @@ from app.models import Checkpoint, Event, Metric, Run, utcnow
 from app.pages.templating import TEMPLATES_DIR, templates
 from app.run_config import preset_config
 from app.services import artifacts
+from tests.stack import ADMIN_HEADERS
 
 DEMO_FILE = Path(__file__).resolve().parents[2] / "data" / "demo" / "antonyms-train.jsonl"
 
@@ -75,7 +76,7 @@ def client() -> Iterator[TestClient]:
     upgrade()
     from app.main import app
 
-    with TestClient(app) as test_client:
+    with TestClient(app, headers=ADMIN_HEADERS) as test_client:
         yield test_client
 
 
@@ -118,6 +119,8 @@ def test_every_template_renders(client: TestClient, seeded: dict[str, str]) -> N
         "/compare",
         f"/compare?runs={seeded['succeeded']}&runs={seeded['failed']}",
         "/playground",
+        "/keys",
+        "/login",
         *[f"/runs/{run_id}" for run_id in seeded.values()],
     ]
     for url in pages:

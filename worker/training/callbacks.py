@@ -21,7 +21,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from worker.training.eta import StepTime, remaining_seconds
-from worker.training.reporting import MetricValues, Reporter
+from worker.training.reporting import MetricValues, Reporter, TrainingDiverged, first_non_finite
 
 # The ETA fits the latest steps only: the current pace, and a fit that costs the same at
 # step 20 and at step 20,000 (it runs at every log). 500 steps span ten of group_by_length's
@@ -113,6 +113,10 @@ class ReporterCallback(TrainerCallback):
 
     # --- helpers -------------------------------------------------------------------
     def _report(self, values: MetricValues) -> None:
+        # transformers' NaN filter hides a non-finite step in the mean; a whole log that is NaN
+        # (or a NaN gradient norm) means the run diverged: it fails, it must not "succeed".
+        if (bad := first_non_finite(values)) is not None:
+            raise TrainingDiverged(values.step, *bad)
         self.latest.update(values.as_dict())
         self.reporter.metrics(values)
         with self.metrics_path.open("a", encoding="utf-8") as file:

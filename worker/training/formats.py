@@ -11,6 +11,11 @@ Formats, detected from the columns of each record (first match wins):
 - instruction:       {"instruction": str, "input": str (optional), "output": str}  (Alpaca)
 - text:              {"text": str}, already templated (like mlabonne/guanaco-llama2-1k)
 
+Limits (ReadLimits) keep a hostile or careless file from taking the server's memory:
+the decoded size, the number of rows and of fields, and the nesting depth of JSON are
+checked before or while reading, and strings must be valid Unicode (a lone UTF-16
+surrogate such as "\\ud800" parses as JSON but cannot be stored or tokenized).
+
 Line numbers are 1-based and point into the file: the JSONL line; for .json the
 line where the array element starts; for CSV the file line (the header is line 1);
 for Parquet the row index + 1. Line 0 means the file as a whole.
@@ -30,6 +35,16 @@ SUPPORTED_EXTENSIONS = (".jsonl", ".json", ".csv", ".parquet")
 ROLES = ("system", "user", "assistant")
 MAX_ERRORS = 1000  # enough to fix a file; a broken million-line file should not build a million errors
 SHOWN_ERRORS = 10
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """What one dataset file may hold; the server passes its settings, the worker the defaults."""
+
+    max_bytes: int = 256 << 20  # decoded: the text, or a Parquet file's values once decompressed
+    max_rows: int = 1_000_000
+    max_columns: int = 64
+    max_depth: int = 32
 
 
 @dataclass
@@ -74,12 +89,13 @@ class Records(list):
 # --- reading -------------------------------------------------------------------
 
 
-def read_records(path: Path, *, keep_going: bool = False) -> Records:
+def read_records(path: Path, *, keep_going: bool = False, limits: ReadLimits | None = None) -> Records:
     """The records of a .jsonl/.json/.csv/.parquet file; DatasetError on what cannot be parsed.
 
     keep_going: return the records that parsed, with the broken lines in .parse_errors.
     """
     path = Path(path)
+    limits = limits or ReadLimits()
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_EXTENSIONS:
         raise DatasetError(
@@ -92,14 +108,18 @@ def read_records(path: Path, *, keep_going: bool = False) -> Records:
             ]
         )
     if suffix == ".parquet":
-        records = _read_parquet(path)
+        records = _read_parquet(path, limits)
     else:
+        # Checked before reading: a text file's size is its decoded size.
+        if path.stat().st_size > limits.max_bytes:
+            raise DatasetError([LineError(0, f"the file is larger than the {_mb(limits.max_bytes)} limit")])
         try:
             text = path.read_bytes().decode("utf-8-sig")  # -sig: tolerate the BOM spreadsheet tools write
         except UnicodeDecodeError as error:
             raise DatasetError([LineError(0, f"the file is not UTF-8 text: {error}")]) from None
         reader = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv}[suffix]
         records = reader(text)
+        records.parse_errors[:0] = _limit_errors(records, limits)
     if records.parse_errors and not keep_going:
         raise DatasetError(records.parse_errors)
     if not records and not records.parse_errors:
@@ -118,6 +138,9 @@ def _read_jsonl(text: str) -> Records:
             value = json.loads(line)
         except json.JSONDecodeError as error:
             errors.append(LineError(number, f"invalid JSON: {error.msg} (column {error.colno})"))
+            continue
+        except (ValueError, RecursionError) as error:
+            errors.append(LineError(number, _unparsable(error)))
             continue
         if not isinstance(value, dict):
             errors.append(LineError(number, f"expected a JSON object, found {_json_type(value)}"))
@@ -149,6 +172,8 @@ def _read_json(text: str) -> Records:
             raise DatasetError(
                 [*errors, LineError(error.lineno, f"invalid JSON: {error.msg} (column {error.colno})")]
             ) from None
+        except (ValueError, RecursionError) as error:
+            raise DatasetError([*errors, LineError(line, _unparsable(error))]) from None
         if isinstance(value, dict):
             records.append(value)
             lines.append(line)
@@ -208,19 +233,115 @@ def _read_csv(text: str) -> Records:
             except json.JSONDecodeError as error:
                 errors.append(LineError(line, f"column 'messages' is not valid JSON: {error.msg}"))
                 continue
+            except (ValueError, RecursionError) as error:
+                errors.append(LineError(line, f"column 'messages': {_unparsable(error)}"))
+                continue
         records.append(record)
         lines.append(line)
     return Records(records, lines, errors)
 
 
-def _read_parquet(path: Path) -> Records:
+def _read_parquet(path: Path, limits: ReadLimits) -> Records:
+    """Rows and columns are checked from the footer before any data is decoded, then the
+    decoded size batch by batch: a few KB of dictionary-encoded Parquet can decode to GBs."""
     import pyarrow.parquet as pq
 
     try:
-        rows = pq.read_table(path).to_pylist()
+        parquet = pq.ParquetFile(path)
+        metadata = parquet.metadata
+        if metadata.num_rows > limits.max_rows:
+            raise DatasetError([LineError(0, f"{metadata.num_rows} rows; at most {limits.max_rows} allowed")])
+        if metadata.num_columns > limits.max_columns:
+            raise DatasetError(
+                [LineError(0, f"{metadata.num_columns} columns; at most {limits.max_columns} allowed")]
+            )
+        rows: list[dict] = []
+        decoded = 0
+        for batch in parquet.iter_batches(batch_size=1_000):
+            decoded += _decoded_bytes(batch)
+            if decoded > limits.max_bytes:
+                raise DatasetError([LineError(0, f"the data decodes to more than {_mb(limits.max_bytes)}")])
+            rows += batch.to_pylist()
+    except DatasetError:
+        raise
     except Exception as error:  # pyarrow raises several types for a broken file
         raise DatasetError([LineError(0, f"not a readable Parquet file: {error}")]) from None
-    return Records(rows, list(range(1, len(rows) + 1)))
+    records = Records(rows, list(range(1, len(rows) + 1)))
+    records.parse_errors += _limit_errors(records, limits)
+    return records
+
+
+def _decoded_bytes(batch: Any) -> int:
+    """The batch's size once its dictionary-encoded columns are expanded, computed without expanding them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    size = 0
+    for column in batch.columns:
+        if pa.types.is_dictionary(column.type):
+            lengths = (
+                pc.binary_length(column.dictionary)
+                if pa.types.is_string(column.type.value_type) or pa.types.is_binary(column.type.value_type)
+                else None
+            )
+            if lengths is None:  # other value types: as large as the widest value, per row
+                size += len(column) * max(column.dictionary.nbytes, 1)
+            else:
+                size += (pc.sum(pc.take(lengths, column.indices)).as_py() or 0) + 4 * len(column)
+        else:
+            size += column.nbytes
+    return size
+
+
+def _limit_errors(records: Records, limits: ReadLimits) -> list[LineError]:
+    """Too many rows, too many fields, too deep, or strings that are not valid Unicode."""
+    if len(records) > limits.max_rows:
+        return [LineError(0, f"{len(records)} samples; at most {limits.max_rows} allowed")]
+    errors: list[LineError] = []
+    for record, line in zip(records, records.line_numbers, strict=True):
+        if len(errors) >= SHOWN_ERRORS:
+            break
+        if len(record) > limits.max_columns:
+            errors.append(LineError(line, f"{len(record)} fields; at most {limits.max_columns} allowed"))
+        elif problem := _structure_problem(record, limits.max_depth):
+            errors.append(LineError(line, problem))
+    if errors:  # the broken records leave the list, as unparsable lines do
+        bad = {error.line for error in errors}
+        kept = [(r, n) for r, n in zip(records, records.line_numbers, strict=True) if n not in bad]
+        records[:] = [record for record, _ in kept]
+        records.line_numbers = [number for _, number in kept]
+    return errors
+
+
+def _structure_problem(value: Any, max_depth: int) -> str | None:
+    """Nesting deeper than max_depth, or a string that UTF-8 cannot encode; walked without recursion."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > max_depth:
+            return f"nested deeper than {max_depth} levels"
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "invalid Unicode: a string holds a lone surrogate (such as \\ud800)"
+        elif isinstance(item, dict):
+            stack += [(key, depth + 1) for key in item]
+            stack += [(child, depth + 1) for child in item.values()]
+        elif isinstance(item, list):
+            stack += [(child, depth + 1) for child in item]
+    return None
+
+
+def _unparsable(error: ValueError | RecursionError) -> str:
+    if isinstance(error, RecursionError):
+        return "invalid JSON: nested too deeply"
+    # int() refuses numbers of more than 4300 digits (CVE-2020-10735); say it plainly
+    return "invalid JSON: a number is too long"
+
+
+def _mb(size: int) -> str:
+    return f"{size / (1 << 20):g} MB"
 
 
 # --- validating ----------------------------------------------------------------
@@ -284,9 +405,11 @@ def validate_records(records: list[dict], declared_format: str = "auto") -> Data
     return DatasetSummary(format=dataset_format, num_samples=len(records), columns=list(columns))
 
 
-def validate_file(path: Path, declared_format: str = "auto") -> DatasetSummary:
+def validate_file(
+    path: Path, declared_format: str = "auto", limits: ReadLimits | None = None
+) -> DatasetSummary:
     """Every problem of the file at once: lines that do not parse and records that do not fit."""
-    records = read_records(path, keep_going=True)
+    records = read_records(path, keep_going=True, limits=limits)
     problems = list(records.parse_errors)
     summary = None
     if records:

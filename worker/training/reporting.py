@@ -33,6 +33,28 @@ class MetricValues:
         return {key: value for key, value in asdict(self).items() if value is not None}
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient norm stopped being a finite number: nothing after it can be trusted."""
+
+    def __init__(self, step: int, name: str, value: float):
+        super().__init__(
+            f"Training diverged at step {step}: the {name} is {value}. Lower the learning rate "
+            "(or lora_alpha), or compute in float32 (bnb_4bit_compute_dtype), and start again."
+        )
+
+
+def first_non_finite(values: MetricValues) -> tuple[str, float] | None:
+    """The first figure of a log that is NaN or infinite, by its readable name."""
+    import math
+
+    names = {"loss": "training loss", "grad_norm": "gradient norm", "eval_loss": "validation loss"}
+    for field_name, readable in names.items():
+        value = getattr(values, field_name)
+        if value is not None and not math.isfinite(value):
+            return readable, value
+    return None
+
+
 @dataclass
 class DataSources:
     """Where the data is, already resolved by the caller.

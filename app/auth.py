@@ -1,0 +1,333 @@
+"""API keys and dashboard sessions: one gate every request passes (AuthMiddleware).
+
+- The API takes `Authorization: Bearer <key>` (what the openai client sends as api_key).
+  Keys are stored as SHA-256 hashes (api_keys table); LORABOARD_API_KEY is an admin key
+  that lives only in the settings. Without it, the first start makes an admin key and
+  prints it once with a login link, as Jupyter does.
+- The dashboard logs in with a key (/login) and then carries a signed session cookie
+  (HttpOnly, SameSite=Strict). Unsafe requests on a session must come from our own
+  origin (Origin or Referer matching Host) and carry the CSRF token (pages/forms send it
+  as X-CSRF-Token through htmx, or as the csrf_token field).
+- Every request's Host must be one the operator allows (Settings.allowed_hosts): a web
+  page in the user's own browser can otherwise reach a loopback server by DNS rebinding.
+- Nothing answers without a key or a session but the login page, static files and
+  /healthz (liveness only, no data).
+
+Who is asking is kept in a context variable for the services: a user sees only their own
+runs, files and adapters, an admin everything (ownership.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from functools import lru_cache
+from urllib.parse import quote, urlsplit
+
+from anyio import to_thread
+from sqlmodel import Session, col, select
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.config import get_settings
+from app.db import get_engine
+from app.errors import error_body
+from app.models import ApiKey, utcnow
+
+SESSION_COOKIE = "loraboard_session"
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
+PUBLIC_PREFIXES = ("/login", "/static/", "/healthz")
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+CACHE_TTL_S = 10.0  # a revoked key stops working in this process at once, in others within this
+ADMIN_USER = "admin"
+ENV_KEY_ID = "key-env"
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: str
+    user: str
+    is_admin: bool
+    via_session: bool = False
+
+    def can_see(self, owner: str | None) -> bool:
+        return self.is_admin or owner == self.user
+
+
+current_principal: ContextVar[Principal | None] = ContextVar("current_principal", default=None)
+
+
+# --- keys ------------------------------------------------------------------------------
+
+
+def hash_key(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def make_key(session: Session, name: str, user: str, is_admin: bool = False) -> tuple[ApiKey, str]:
+    """A new key: its row, and the plaintext (shown once, never stored)."""
+    value = f"lb-{secrets.token_urlsafe(32)}"
+    record = ApiKey(name=name, user=user, is_admin=is_admin, prefix=value[:10], key_hash=hash_key(value))
+    session.add(record)
+    session.commit()
+    session.refresh(record)
+    return record, value
+
+
+def list_keys(session: Session, user: str | None = None) -> list[ApiKey]:
+    query = select(ApiKey).order_by(col(ApiKey.created_at).desc())
+    if user is not None:
+        query = query.where(ApiKey.user == user)
+    return list(session.exec(query).all())
+
+
+def revoke_key(session: Session, key_id: str, user: str | None = None) -> bool:
+    record = session.get(ApiKey, key_id)
+    if record is None or (user is not None and record.user != user) or record.revoked_at is not None:
+        return False
+    record.revoked_at = utcnow()
+    session.add(record)
+    session.commit()
+    _cache.clear()
+    return True
+
+
+def first_start_key() -> str | None:
+    """Without LORABOARD_API_KEY and without any admin key yet: make one (the caller prints it once)."""
+    if get_settings().api_key is not None:
+        return None
+    with Session(get_engine()) as session:
+        exists = session.exec(
+            select(ApiKey).where(col(ApiKey.is_admin).is_(True), col(ApiKey.revoked_at).is_(None))
+        ).first()
+        if exists is not None:
+            return None
+        return make_key(session, "first start", ADMIN_USER, is_admin=True)[1]
+
+
+# --- who is asking -------------------------------------------------------------------------
+
+_cache: dict[str, tuple[Principal | None, float]] = {}
+
+
+_MISS = object()
+
+
+def _peek(cache_key: str) -> Principal | None | object:
+    """The cached answer, or _MISS: lets the gate answer most requests without a thread."""
+    hit = _cache.get(cache_key)
+    return hit[0] if hit is not None and hit[1] > time.monotonic() else _MISS
+
+
+def _cached(cache_key: str, load: Callable[[], Principal | None]) -> Principal | None:
+    hit = _peek(cache_key)
+    if hit is not _MISS:
+        return hit  # type: ignore[return-value]
+    principal = load()
+    if len(_cache) > 10_000:  # made-up keys must not grow it without bound
+        _cache.clear()
+    _cache[cache_key] = (principal, time.monotonic() + CACHE_TTL_S)
+    return principal
+
+
+def principal_for_key(value: str) -> Principal | None:
+    if not value:
+        return None
+    admin_key = get_settings().api_key
+    if admin_key is not None and hmac.compare_digest(value.encode(), admin_key.get_secret_value().encode()):
+        return Principal(ENV_KEY_ID, ADMIN_USER, True)
+    digest = hash_key(value)
+
+    def load() -> Principal | None:
+        with Session(get_engine()) as session:
+            record = session.exec(select(ApiKey).where(ApiKey.key_hash == digest)).first()
+            return _principal(record)
+
+    return _cached(f"hash:{digest}", load)
+
+
+def principal_for_key_id(key_id: str) -> Principal | None:
+    if key_id == ENV_KEY_ID:
+        return Principal(ENV_KEY_ID, ADMIN_USER, True) if get_settings().api_key is not None else None
+
+    def load() -> Principal | None:
+        with Session(get_engine()) as session:
+            return _principal(session.get(ApiKey, key_id))
+
+    return _cached(f"id:{key_id}", load)
+
+
+def _principal(record: ApiKey | None) -> Principal | None:
+    if record is None or record.revoked_at is not None:
+        return None
+    return Principal(record.id, record.user, record.is_admin)
+
+
+# --- sessions and CSRF ------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _secret() -> bytes:
+    settings = get_settings()
+    if settings.session_secret is not None:
+        return settings.session_secret.get_secret_value().encode()
+    path = settings.data_dir.resolve() / "session-secret"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(32))
+    return path.read_text().strip().encode()
+
+
+def _mac(message: str) -> str:
+    return hmac.new(_secret(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def session_cookie_value(key_id: str) -> str:
+    return f"{key_id}.{_mac('session:' + key_id)}"
+
+
+def key_id_from_cookie(value: str) -> str | None:
+    key_id, _, mac = value.rpartition(".")
+    if key_id and hmac.compare_digest(mac, _mac("session:" + key_id)):
+        return key_id
+    return None
+
+
+def csrf_token(principal: Principal | None) -> str:
+    return _mac("csrf:" + principal.key_id)[:40] if principal else ""
+
+
+def csrf_token_valid(principal: Principal, token: str | None) -> bool:
+    return bool(token) and hmac.compare_digest(str(token), csrf_token(principal))
+
+
+def host_allowed(host: str | None) -> bool:
+    allowed = get_settings().allowed_hosts
+    if "*" in allowed:
+        return True
+    if not host:
+        return False
+    name = urlsplit(f"//{host}").hostname or ""
+    return name in {urlsplit(f"//{entry}").hostname for entry in allowed}
+
+
+def same_origin(headers: Headers) -> bool:
+    """Origin (or, without it, Referer) names this very host: the request comes from our pages."""
+    source = headers.get("origin") or headers.get("referer")
+    if not source or source == "null":
+        return False
+    return urlsplit(source).netloc == headers.get("host")
+
+
+# --- the gate ------------------------------------------------------------------------------
+
+
+def _cache_key(headers: Headers, cookies: dict[str, str], cookie_allowed: bool) -> str | None:
+    """Where _identify's answer would be cached; None when no database look-up is needed at all."""
+    authorization = headers.get("authorization", "")
+    if authorization.lower().startswith("bearer "):
+        value = authorization[7:].strip()
+        admin_key = get_settings().api_key
+        if not value or (admin_key is not None and value == admin_key.get_secret_value()):
+            return None
+        return f"hash:{hash_key(value)}"
+    cookie = cookies.get(SESSION_COOKIE)
+    key_id = key_id_from_cookie(cookie) if cookie and cookie_allowed else None
+    return f"id:{key_id}" if key_id and key_id != ENV_KEY_ID else None
+
+
+def _identify(headers: Headers, cookies: dict[str, str], cookie_allowed: bool) -> Principal | None:
+    authorization = headers.get("authorization", "")
+    if authorization.lower().startswith("bearer "):
+        return principal_for_key(authorization[7:].strip())
+    cookie = cookies.get(SESSION_COOKIE)
+    if cookie and cookie_allowed:
+        key_id = key_id_from_cookie(cookie)
+        principal = principal_for_key_id(key_id) if key_id else None
+        if principal is not None:
+            return Principal(principal.key_id, principal.user, principal.is_admin, via_session=True)
+    return None
+
+
+class AuthMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        path: str = scope["path"]
+        if not host_allowed(headers.get("host")):
+            await _json(send, 400, "This host name is not allowed (LORABOARD_ALLOWED_HOSTS).", "invalid_host")
+            return
+        if path.startswith(PUBLIC_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        cookies = _cookies(headers)
+        api = path.startswith("/v1")
+        # A session also opens the API's reads (the dashboard's download links); API writes
+        # need the key itself: they carry no CSRF token.
+        cookie_allowed = not api or scope["method"] in SAFE_METHODS
+        cache_key = _cache_key(headers, cookies, cookie_allowed)
+        if cache_key is None or _peek(cache_key) is not _MISS:
+            principal = _identify(headers, cookies, cookie_allowed)  # no database: stay on the loop
+        else:
+            principal = await to_thread.run_sync(_identify, headers, cookies, cookie_allowed)
+        if principal is None:
+            if not api and scope["method"] == "GET" and "text/html" in headers.get("accept", ""):
+                await _redirect(send, f"/login?next={quote(path)}")
+            else:
+                await _json(
+                    send,
+                    401,
+                    "Missing or invalid API key: send Authorization: Bearer <key>, or log in at /login.",
+                    "invalid_api_key",
+                )
+            return
+        if principal.via_session and scope["method"] not in SAFE_METHODS and not same_origin(headers):
+            await _json(send, 403, "Cross-site request refused (Origin does not match Host).", "csrf_failed")
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        token = current_principal.set(principal)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            current_principal.reset(token)
+
+
+def _cookies(headers: Headers) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for part in headers.get("cookie", "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name:
+            found[name] = value
+    return found
+
+
+async def _json(send: Send, status: int, message: str, code: str) -> None:
+    kind = "authentication_error" if status == 401 else "invalid_request_error"
+    if status == 403:
+        kind = "permission_error"
+    body = json.dumps(error_body(message, kind, None, code)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _redirect(send: Send, location: str) -> None:
+    await send({"type": "http.response.start", "status": 303, "headers": [(b"location", location.encode())]})
+    await send({"type": "http.response.body", "body": b""})

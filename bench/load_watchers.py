@@ -1,0 +1,179 @@
+"""Load on a running Loraboard: live-run watchers (SSE) and API pollers while a demo run trains.
+
+    python bench/load_watchers.py --url http://127.0.0.1:8000 --key "$LORABOARD_API_KEY" \
+        --watchers 200 --pollers 50
+
+It submits a short demo run and trains it twice: once unwatched, once with the watchers
+on its page's stream and the pollers reading the job in a loop. It prints the errors,
+the pollers' latency percentiles and both runs' tokens/s (the median of the run's
+logged tokens_per_second), so the cost of watching shows in training speed too.
+tests/functional/test_load.py runs it at a bounded size; RELIABILITY.md records figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+FINAL = {"succeeded", "failed", "cancelled"}
+POLL_EVERY_S = 1.0
+
+
+@dataclass
+class LoadReport:
+    watchers: int
+    pollers: int
+    poll_latencies_s: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    stream_messages: int = 0
+    tokens_per_second_unwatched: float | None = None
+    tokens_per_second_watched: float | None = None
+
+    def percentile(self, fraction: float) -> float | None:
+        if not self.poll_latencies_s:
+            return None
+        ordered = sorted(self.poll_latencies_s)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+    def as_dict(self) -> dict[str, Any]:
+        ratio = None
+        if self.tokens_per_second_unwatched and self.tokens_per_second_watched:
+            ratio = self.tokens_per_second_watched / self.tokens_per_second_unwatched
+        return {
+            "watchers": self.watchers,
+            "pollers": self.pollers,
+            "polls": len(self.poll_latencies_s),
+            "errors": len(self.errors),
+            "first_errors": self.errors[:5],
+            "stream_messages": self.stream_messages,
+            "poll_p50_ms": _ms(self.percentile(0.50)),
+            "poll_p99_ms": _ms(self.percentile(0.99)),
+            "tokens_per_second_unwatched": self.tokens_per_second_unwatched,
+            "tokens_per_second_watched": self.tokens_per_second_watched,
+            "watched_over_unwatched": ratio,
+        }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+def demo_job(max_steps: int) -> dict[str, Any]:
+    hyperparameters = {"max_steps": max_steps, "logging_steps": 5}
+    return {
+        "model": "demo-tiny-llama",
+        "training_file": "demo-antonyms",
+        "method": {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
+    }
+
+
+async def wait_final(client: httpx.AsyncClient, job_id: str, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = (await client.get(f"/v1/fine_tuning/jobs/{job_id}")).json()
+        if job["status"] in FINAL:
+            return job
+        await asyncio.sleep(1)
+    raise TimeoutError(f"job {job_id} did not finish in {timeout_s:.0f} s")
+
+
+async def median_tokens_per_second(client: httpx.AsyncClient, job_id: str) -> float | None:
+    events = (await client.get(f"/v1/fine_tuning/jobs/{job_id}/events", params={"limit": 1000})).json()[
+        "data"
+    ]
+    rates = [
+        event["data"]["tokens_per_second"]
+        for event in events
+        if event.get("type") == "metrics" and (event.get("data") or {}).get("tokens_per_second")
+    ]
+    return statistics.median(rates) if rates else None
+
+
+async def watch(client: httpx.AsyncClient, job_id: str, stop: asyncio.Event, report: LoadReport) -> None:
+    """One browser tab on the run's page: its stream, reconnecting when the server ends it."""
+    while not stop.is_set():
+        try:
+            async with client.stream("GET", f"/runs/{job_id}/stream") as response:
+                if response.status_code != 200:
+                    report.errors.append(f"stream {response.status_code}")
+                    return
+                async for line in response.aiter_lines():
+                    if line.startswith("event:"):
+                        report.stream_messages += 1
+                        if line == "event: done":
+                            return
+                    if stop.is_set():
+                        return
+        except httpx.HTTPError as error:
+            report.errors.append(f"stream {type(error).__name__}")
+            return
+
+
+async def poll(client: httpx.AsyncClient, job_id: str, stop: asyncio.Event, report: LoadReport) -> None:
+    """A script waiting for the job: its state once a second, as the openai examples poll."""
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            response = await client.get(f"/v1/fine_tuning/jobs/{job_id}")
+            report.poll_latencies_s.append(time.monotonic() - started)
+            if response.status_code != 200:
+                report.errors.append(f"poll {response.status_code}")
+        except httpx.HTTPError as error:
+            report.errors.append(f"poll {type(error).__name__}")
+        await asyncio.sleep(POLL_EVERY_S)
+
+
+async def run_load(
+    url: str, key: str, watchers: int, pollers: int, max_steps: int, timeout_s: float
+) -> LoadReport:
+    report = LoadReport(watchers=watchers, pollers=pollers)
+    limits = httpx.Limits(max_connections=watchers + pollers + 10)
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60, limits=limits) as client:
+        unwatched = (await client.post("/v1/fine_tuning/jobs", json=demo_job(max_steps))).json()
+        await wait_final(client, unwatched["id"], timeout_s)
+        report.tokens_per_second_unwatched = await median_tokens_per_second(client, unwatched["id"])
+
+        watched = (await client.post("/v1/fine_tuning/jobs", json=demo_job(max_steps))).json()
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(watch(client, watched["id"], stop, report)) for _ in range(watchers)]
+        tasks += [asyncio.create_task(poll(client, watched["id"], stop, report)) for _ in range(pollers)]
+        try:
+            job = await wait_final(client, watched["id"], timeout_s)
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if job["status"] != "succeeded":
+            report.errors.append(f"watched run {job['status']}: {job.get('error')}")
+        report.tokens_per_second_watched = await median_tokens_per_second(client, watched["id"])
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument(
+        "--key", required=True, help="an API key (LORABOARD_API_KEY or one from `loraboard keys`)"
+    )
+    parser.add_argument("--watchers", type=int, default=200)
+    parser.add_argument("--pollers", type=int, default=50)
+    parser.add_argument("--max-steps", type=int, default=60)
+    parser.add_argument("--timeout-s", type=float, default=900)
+    args = parser.parse_args()
+    report = asyncio.run(
+        run_load(args.url, args.key, args.watchers, args.pollers, args.max_steps, args.timeout_s)
+    )
+    print(json.dumps(report.as_dict(), indent=2))
+
+
+if __name__ == "__main__":
+    main()
