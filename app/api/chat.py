@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlmodel import col, select
 
+from app.api import schemas
+from app.api.schemas import ERROR_RESPONSES
 from app.db import SessionDep
 from app.errors import APIError
 from app.models import Run, RunStatus
@@ -15,7 +17,7 @@ from app.run_config import DEMO_MODEL_ID
 from app.services import runs
 from app.services.completions import complete_chat
 
-router = APIRouter(tags=["chat"])
+router = APIRouter(tags=["chat"], responses=ERROR_RESPONSES)
 
 
 class ChatMessage(BaseModel):
@@ -31,6 +33,22 @@ class ChatMessage(BaseModel):
         return {"role": role, "content": content}
 
 
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+# OpenAI options whose meaning Loraboard cannot honour: refused by name, never silently ignored.
+NOT_SERVED = {
+    "response_format": "structured output (response_format) is not supported; ask for a format in the prompt",
+    "tools": "tool calling (tools) is not supported by Loraboard's chat",
+    "tool_choice": "tool calling (tool_choice) is not supported by Loraboard's chat",
+    "functions": "function calling (functions) is not supported by Loraboard's chat",
+    "function_call": "function calling (function_call) is not supported by Loraboard's chat",
+    "audio": "audio output is not supported",
+    "prediction": "predicted outputs are not supported",
+}
+
+
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str = Field(min_length=1)
@@ -43,20 +61,28 @@ class ChatCompletionRequest(BaseModel):
     seed: int | None = None
     stop: str | list[str] | None = None
     stream: bool = False
+    stream_options: StreamOptions | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
-    @field_validator("stream")
-    @classmethod
-    def _no_streaming(cls, value: bool) -> bool:
-        if value:
-            raise ValueError("streaming is not supported yet; send stream=false")
-        return value
+    @model_validator(mode="after")
+    def _refuse_what_is_not_served(self) -> ChatCompletionRequest:
+        for name, reason in NOT_SERVED.items():
+            if (self.model_extra or {}).get(name) not in (None, [], {}):
+                raise APIError(400, f"{reason}.", param=name, code="unsupported_parameter")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise APIError(400, "top_logprobs needs logprobs: true.", param="top_logprobs")
+        return self
+
+    @property
+    def stop_list(self) -> list[str] | None:
+        return [self.stop] if isinstance(self.stop, str) else self.stop
 
 
 @router.post(
     "/chat/completions", summary="Chat with a base model or a fine-tuned adapter (served by a worker)"
 )
-def chat_completions(request: ChatCompletionRequest, session: SessionDep) -> dict[str, Any]:
-    stop = [request.stop] if isinstance(request.stop, str) else request.stop
+def chat_completions(request: ChatCompletionRequest, session: SessionDep) -> schemas.ChatCompletion:
     return complete_chat(
         session,
         model=request.model,
@@ -65,16 +91,16 @@ def chat_completions(request: ChatCompletionRequest, session: SessionDep) -> dic
         temperature=request.temperature,
         top_p=request.top_p,
         seed=request.seed,
-        stop=stop,
+        stop=request.stop_list,
     )
 
 
-def _model_object(model_id: str, created: int | None, owned_by: str) -> dict[str, Any]:
-    return {"id": model_id, "object": "model", "created": created or 0, "owned_by": owned_by}
+def _model_object(model_id: str, created: int | None, owned_by: str) -> schemas.ModelObject:
+    return schemas.ModelObject(id=model_id, created=created or 0, owned_by=owned_by)
 
 
 @router.get("/models", summary="Models you can chat with: the demo base model and every fine-tuned adapter")
-def list_models(session: SessionDep) -> dict[str, Any]:
+def list_models(session: SessionDep) -> schemas.ModelList:
     data = [_model_object(DEMO_MODEL_ID, 0, "loraboard")]
     succeeded = session.exec(
         select(Run).where(Run.status == RunStatus.succeeded.value).order_by(col(Run.created_at).desc())
@@ -83,11 +109,11 @@ def list_models(session: SessionDep) -> dict[str, Any]:
         _model_object(run.fine_tuned_model or "", runs.timestamp(run.finished_at), "user")
         for run in succeeded
     ]
-    return {"object": "list", "data": data}
+    return schemas.ModelList(data=data)
 
 
 @router.get("/models/{model:path}", summary="Retrieve a model")
-def retrieve_model(model: str, session: SessionDep) -> dict[str, Any]:
+def retrieve_model(model: str, session: SessionDep) -> schemas.ModelObject:
     if model == DEMO_MODEL_ID:
         return _model_object(model, 0, "loraboard")
     reference = runs.parse_model_reference(model)

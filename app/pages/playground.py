@@ -74,12 +74,12 @@ def _answer(
         )
     except APIError as error:
         return {"model": model, "error": error.message}
-    choice = completion["choices"][0]
+    choice = completion.choices[0]
     return {
         "model": model,
-        "content": choice["message"]["content"],
-        "finish_reason": choice["finish_reason"],
-        "usage": completion["usage"],
+        "content": choice.message.content,
+        "finish_reason": choice.finish_reason,
+        "usage": completion.usage.model_dump(),
     }
 
 

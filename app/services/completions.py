@@ -8,6 +8,8 @@ A model name resolves to a base model plus, optionally, an adapter directory:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
 import time
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 from celery.exceptions import TimeoutError as CeleryTimeout
 from sqlmodel import Session, select
 
+from app.api import schemas
 from app.config import get_settings
 from app.errors import APIError
 from app.models import Checkpoint, RunStatus
@@ -74,7 +77,7 @@ def complete_chat(
     top_p: float,
     seed: int | None,
     stop: list[str] | None,
-) -> dict[str, Any]:
+) -> schemas.ChatCompletion:
     target = resolve_model(session, model)
     from worker.celery_app import celery_app
 
@@ -105,24 +108,36 @@ def complete_chat(
         raise APIError(
             500, f"Generation failed on the worker: {answer}", code="generation_failed", type="server_error"
         )
-    created = int(time.time())
-    return {
-        "id": f"chatcmpl-{secrets.token_hex(12)}",
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "system_fingerprint": None,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": answer["content"], "refusal": None},
-                "finish_reason": answer["finish_reason"],
-                "logprobs": None,
-            }
+    return schemas.ChatCompletion(
+        id=completion_id(),
+        created=int(time.time()),
+        model=model,
+        system_fingerprint=fingerprint(target),
+        choices=[
+            schemas.Choice(
+                index=0,
+                message=schemas.AssistantMessage(content=answer["content"]),
+                finish_reason=answer["finish_reason"],
+                logprobs=None,
+            )
         ],
-        "usage": {
-            "prompt_tokens": answer["prompt_tokens"],
-            "completion_tokens": answer["completion_tokens"],
-            "total_tokens": answer["prompt_tokens"] + answer["completion_tokens"],
-        },
-    }
+        usage=usage(answer["prompt_tokens"], answer["completion_tokens"]),
+    )
+
+
+def completion_id() -> str:
+    return f"chatcmpl-{secrets.token_hex(12)}"
+
+
+def fingerprint(target: dict[str, Any]) -> str:
+    """OpenAI's system_fingerprint: changes when what serves the model does (base, adapter, quantization)."""
+    digest = hashlib.sha256(json.dumps(target, sort_keys=True).encode()).hexdigest()
+    return f"fp_{digest[:10]}"
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> schemas.Usage:
+    return schemas.Usage(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        total_tokens=prompt_tokens + completion_tokens,
+    )

@@ -1,9 +1,10 @@
 """An OpenAI fine-tuning request -> a RunConfig.
 
 OpenAI's three hyperparameters map onto the classic names (n_epochs ->
-num_train_epochs, batch_size -> per_device_train_batch_size,
-learning_rate_multiplier -> a multiple of the classic recipe's 2e-4, whatever the preset); every other
-RunConfig field may be sent by its own name in the same hyperparameters object.
+num_train_epochs, batch_size -> per_device_train_batch_size, learning_rate_multiplier ->
+a multiple of the learning rate "auto" picks for the model); every other RunConfig
+field may be sent by its own name in the same hyperparameters object. OpenAI's names keep
+OpenAI's bounds (n_epochs 1-50, batch_size 1-256), and errors name the field as it was sent.
 Fields not sent take the preset's value: the classic recipe, or the CPU demo preset
 when the model is the built-in demo model (the classic recipe would crawl on a CPU).
 """
@@ -14,14 +15,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.errors import APIError, config_validation_error
+from app.errors import APIError, describe_validation_errors
 from app.run_config import DEMO_MODEL_ID, PRESETS, RunConfig
 
 CLASSIC_LEARNING_RATE: float = RunConfig.model_fields["learning_rate"].default
+# OpenAI's name -> the run config's, and the bounds OpenAI's spec gives it.
 OPENAI_NAMES = {"n_epochs": "num_train_epochs", "batch_size": "per_device_train_batch_size"}
+OPENAI_BOUNDS = {"n_epochs": (1, 50), "batch_size": (1, 256)}
 # Fields of the request itself, not hyperparameters: sending them inside
 # hyperparameters would be ambiguous.
 REQUEST_FIELDS = {"model_name", "dataset", "validation_dataset", "seed"}
+SUPPORTED_METHODS = ("supervised",)
 
 
 class SupervisedMethod(BaseModel):
@@ -31,7 +35,7 @@ class SupervisedMethod(BaseModel):
 
 class Method(BaseModel):
     model_config = ConfigDict(extra="allow")
-    type: Literal["supervised"] = "supervised"
+    type: Literal["supervised", "dpo", "reinforcement"] | str = "supervised"
     supervised: SupervisedMethod | None = None
 
 
@@ -51,10 +55,72 @@ class JobCreate(BaseModel):
         default=None, description="Deprecated by OpenAI; use method."
     )
     method: Method | None = None
-    integrations: list[Any] | None = None
+    integrations: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="OpenAI's [{type: wandb, wandb: {project, ...}}]: not available on Loraboard yet, "
+        "so a request with integrations is refused (400) rather than run without them.",
+    )
+
+
+def auto_learning_rate(model: str) -> float:
+    """The learning rate 'auto' means for this model: its default preset's."""
+    preset = PRESETS["demo" if model == DEMO_MODEL_ID else "classic"]
+    return float(preset.get("learning_rate", CLASSIC_LEARNING_RATE))
+
+
+def _check_method(method: Method | None) -> None:
+    if method is not None and method.type not in SUPPORTED_METHODS:
+        raise APIError(
+            400,
+            f"Fine-tuning method '{method.type}' is not supported: Loraboard trains supervised "
+            "fine-tuning (QLoRA) only; send method.type 'supervised'.",
+            param="method.type",
+            code="unsupported_method",
+        )
+
+
+def _check_integrations(integrations: list[dict[str, Any]] | None) -> None:
+    # Refused, not dropped: a user who asked for wandb logging must not find out after the run.
+    if integrations:
+        kinds = ", ".join(sorted({str(item.get("type")) for item in integrations}))
+        raise APIError(
+            400,
+            f"Integrations ({kinds}) are not available on this Loraboard server; the job's metrics "
+            "are in its events, its result file and the dashboard. Send the job without integrations.",
+            param="integrations",
+            code="unsupported_integration",
+        )
+
+
+def _openai_value(name: str, value: Any) -> Any:
+    """'auto' or an integer within OpenAI's bounds for n_epochs / batch_size."""
+    if value == "auto":
+        return value
+    low, high = OPENAI_BOUNDS[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise APIError(
+            400,
+            f"{name} must be 'auto' or an integer from {low} to {high}; got {value!r}",
+            param=name,
+            code="invalid_hyperparameters",
+        )
+    return value
+
+
+def _learning_rate(model: str, multiplier: Any) -> float:
+    if isinstance(multiplier, bool) or not isinstance(multiplier, int | float) or multiplier <= 0:
+        raise APIError(
+            400,
+            "learning_rate_multiplier must be a positive number or 'auto'",
+            param="learning_rate_multiplier",
+            code="invalid_hyperparameters",
+        )
+    return auto_learning_rate(model) * multiplier
 
 
 def run_config_from_request(request: JobCreate) -> RunConfig:
+    _check_method(request.method)
+    _check_integrations(request.integrations)
     hyperparameters = dict(request.hyperparameters or {})
     if request.method and request.method.supervised:
         hyperparameters.update(request.method.supervised.hyperparameters)
@@ -69,13 +135,15 @@ def run_config_from_request(request: JobCreate) -> RunConfig:
 
     for name in REQUEST_FIELDS & hyperparameters.keys():
         raise APIError(400, f"'{name}' is a field of the request, not a hyperparameter", param=name)
+    sent_as: dict[str, str] = {}  # run config field -> the OpenAI name the user sent it as
     multiplier = hyperparameters.pop("learning_rate_multiplier", "auto")
     for openai_name, name in OPENAI_NAMES.items():
-        value = hyperparameters.pop(openai_name, "auto")
+        value = _openai_value(openai_name, hyperparameters.pop(openai_name, "auto"))
         if value != "auto":
             if name in hyperparameters:
                 raise APIError(400, f"Send either {openai_name} or {name}, not both", param=openai_name)
             hyperparameters[name] = value
+            sent_as[name] = openai_name
     values.update(hyperparameters)
     if multiplier != "auto":
         if "learning_rate" in hyperparameters:
@@ -84,13 +152,8 @@ def run_config_from_request(request: JobCreate) -> RunConfig:
                 "Send either learning_rate_multiplier or learning_rate, not both",
                 param="learning_rate_multiplier",
             )
-        if not isinstance(multiplier, int | float) or isinstance(multiplier, bool) or multiplier <= 0:
-            raise APIError(
-                400,
-                "learning_rate_multiplier must be a positive number or 'auto'",
-                param="learning_rate_multiplier",
-            )
-        values["learning_rate"] = CLASSIC_LEARNING_RATE * multiplier
+        values["learning_rate"] = _learning_rate(request.model, multiplier)
+        sent_as["learning_rate"] = "learning_rate_multiplier"
 
     values.update(
         model_name=request.model, dataset=request.training_file, validation_dataset=request.validation_file
@@ -100,4 +163,17 @@ def run_config_from_request(request: JobCreate) -> RunConfig:
     try:
         return RunConfig(**values)
     except ValidationError as error:
-        raise config_validation_error(error) from error
+        raise _public_error(error, sent_as) from error
+
+
+def _public_error(error: ValidationError, sent_as: dict[str, str]) -> APIError:
+    """The config's complaint, naming each field as the request named it (n_epochs, not num_train_epochs)."""
+    details = []
+    for item in error.errors():
+        location = tuple(sent_as.get(str(part), part) for part in item.get("loc", ()))
+        message = item.get("msg", "")
+        for name, public in sent_as.items():
+            message = message.replace(name, public)
+        details.append({**item, "loc": location, "msg": message})
+    message, param = describe_validation_errors(details)
+    return APIError(400, f"Invalid hyperparameters: {message}", param=param, code="invalid_hyperparameters")

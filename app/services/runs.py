@@ -265,7 +265,9 @@ def add_event(
     type: str = "message",
     data: dict[str, Any] | None = None,
 ) -> None:
-    session.add(Event(run_id=run_id, message=message, level=level, type=type, data=data))
+    # OpenAI's levels are info, warn and error; the training code's logging habit says "warning".
+    level = "warn" if level == "warning" else level
+    session.add(Event(run_id=run_id, message=message, level=level, type=type, data=data or {}))
 
 
 def _transition(session: Session, run_id: str, allowed: tuple[RunStatus, ...], **values: Any) -> bool:
@@ -471,7 +473,7 @@ def requeue_orphan(session: Session, run_id: str, reason: str) -> bool:
         session, run_id, (RunStatus.running,), status=RunStatus.queued.value, worker=None, heartbeat_at=None
     )
     if requeued:
-        add_event(session, run_id, f"{reason}; re-queued to resume from its last checkpoint", level="warning")
+        add_event(session, run_id, f"{reason}; re-queued to resume from its last checkpoint", level="warn")
         session.commit()
     return requeued
 
