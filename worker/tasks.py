@@ -7,6 +7,7 @@ task that arrives for a run that was cancelled meanwhile does nothing.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +90,16 @@ def _record_failure(
         runs.mark_failed(session, run_id, message, code=code, param=param)
 
 
-@celery_app.task(name="loraboard.chat_completion")
+# A streamed answer's pieces reach the API through the task's own state in the result
+# backend (update_state), so streaming works on every backend Celery has: SQLite and Redis.
+# Written at most this often, so a fast model does not write the backend once per token.
+STREAM_FLUSH_S = 0.05
+STREAMING_STATE = "STREAMING"
+
+
+@celery_app.task(name="loraboard.chat_completion", bind=True)
 def chat_completion(
+    self: Any,
     *,
     base_model: str,
     adapter_dir: str | None,
@@ -101,8 +110,21 @@ def chat_completion(
     top_p: float,
     seed: int | None,
     stop: list[str] | None,
+    stream: bool = False,
+    logprobs: bool = False,
+    top_logprobs: int = 0,
 ) -> dict[str, Any]:
     from worker.training.inference import generate_chat
+
+    pieces: list[dict[str, Any]] = []
+    last_flush = [0.0]
+
+    def publish(piece: dict[str, Any]) -> None:
+        pieces.append(piece)
+        now = time.monotonic()
+        if now - last_flush[0] >= STREAM_FLUSH_S:
+            self.update_state(state=STREAMING_STATE, meta={"pieces": pieces})
+            last_flush[0] = now
 
     return generate_chat(
         base_model,
@@ -116,6 +138,9 @@ def chat_completion(
         top_p=top_p,
         seed=seed,
         stop=stop,
+        logprobs=logprobs,
+        top_logprobs=top_logprobs,
+        on_piece=publish if stream and self.request.id else None,
     )
 
 

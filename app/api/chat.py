@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlmodel import col, select
+from starlette.concurrency import run_in_threadpool
 
 from app.api import schemas
 from app.api.schemas import ERROR_RESPONSES
@@ -15,7 +17,8 @@ from app.errors import APIError
 from app.models import Run, RunStatus
 from app.run_config import DEMO_MODEL_ID
 from app.services import runs
-from app.services.completions import complete_chat
+from app.services.chat_stream import stream_chat
+from app.services.completions import await_chat, completion_body, start_chat
 
 router = APIRouter(tags=["chat"], responses=ERROR_RESPONSES)
 
@@ -79,11 +82,26 @@ class ChatCompletionRequest(BaseModel):
         return [self.stop] if isinstance(self.stop, str) else self.stop
 
 
+# With stream=true the answer is server-sent events: `data: <ChatCompletionChunk>` per piece, `data: [DONE]`.
+STREAM_RESPONSE = {
+    "content": {
+        "text/event-stream": {
+            "schema": {"type": "string", "description": "data: {chat.completion.chunk} ... data: [DONE]"}
+        }
+    }
+}
+
+
 @router.post(
-    "/chat/completions", summary="Chat with a base model or a fine-tuned adapter (served by a worker)"
+    "/chat/completions",
+    summary="Chat with a base model or a fine-tuned adapter (served by a worker); stream=true streams",
+    response_model=schemas.ChatCompletion,
+    responses={200: STREAM_RESPONSE},
 )
-def chat_completions(request: ChatCompletionRequest, session: SessionDep) -> schemas.ChatCompletion:
-    return complete_chat(
+async def chat_completions(request: ChatCompletionRequest, session: SessionDep) -> Any:
+    """Async: a request waits on the worker without holding a server thread."""
+    pending, target = await run_in_threadpool(
+        start_chat,
         session,
         model=request.model,
         messages=[message.as_text() for message in request.messages],
@@ -92,7 +110,17 @@ def chat_completions(request: ChatCompletionRequest, session: SessionDep) -> sch
         top_p=request.top_p,
         seed=request.seed,
         stop=request.stop_list,
+        stream=request.stream,
+        logprobs=request.logprobs,
+        top_logprobs=request.top_logprobs or 0,
     )
+    if request.stream:
+        include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        events = stream_chat(pending, model=request.model, target=target, include_usage=include_usage)
+        return StreamingResponse(
+            events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+    return completion_body(request.model, target, await await_chat(pending))
 
 
 def _model_object(model_id: str, created: int | None, owned_by: str) -> schemas.ModelObject:

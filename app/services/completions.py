@@ -8,6 +8,7 @@ A model name resolves to a base model plus, optionally, an adapter directory:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import secrets
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from celery.exceptions import TimeoutError as CeleryTimeout
+from celery.result import AsyncResult
 from sqlmodel import Session, select
 
 from app.api import schemas
@@ -25,6 +27,8 @@ from app.models import Checkpoint, RunStatus
 from app.run_config import RunConfig
 from app.services import artifacts, runs
 
+# How often a waiting request reads the result backend: a token's worth of latency at most.
+POLL_INTERVAL_S = 0.05
 QUANTIZATION_FIELDS = ("use_4bit", "bnb_4bit_compute_dtype", "bnb_4bit_quant_type", "use_nested_quant")
 
 
@@ -67,47 +71,67 @@ def resolve_model(session: Session, model: str) -> dict[str, Any]:
     }
 
 
-def complete_chat(
-    session: Session,
-    *,
-    model: str,
-    messages: list[dict[str, Any]],
-    max_tokens: int,
-    temperature: float,
-    top_p: float,
-    seed: int | None,
-    stop: list[str] | None,
-) -> schemas.ChatCompletion:
+def start_chat(session: Session, *, model: str, **options: Any) -> tuple[AsyncResult, dict[str, Any]]:
+    """Send the request to the inference queue; -> (the pending task, the resolved target)."""
     target = resolve_model(session, model)
     from worker.celery_app import celery_app
 
-    pending = celery_app.send_task(
-        "loraboard.chat_completion",
-        kwargs={
-            **target,
-            "messages": messages,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "top_p": top_p,
-            "seed": seed,
-            "stop": stop,
-        },
+    pending = celery_app.send_task("loraboard.chat_completion", kwargs={**target, **options})
+    return pending, target
+
+
+def _timeout_error(timeout: float) -> APIError:
+    return APIError(
+        504,
+        f"No inference worker answered within {timeout:.0f} s; is a worker consuming the 'inference' queue?",
+        code="worker_timeout",
     )
+
+
+def _generation_error(detail: Any) -> APIError:
+    return APIError(
+        500, f"Generation failed on the worker: {detail}", code="generation_failed", type="server_error"
+    )
+
+
+def complete_chat(session: Session, *, model: str, **options: Any) -> schemas.ChatCompletion:
+    """Blocking: for callers already on a worker thread (the playground's form post)."""
+    pending, target = start_chat(session, model=model, **options)
     timeout = get_settings().completion_timeout_s
     try:
         answer = pending.get(timeout=timeout, propagate=False)
     except CeleryTimeout as error:
         pending.revoke()
-        raise APIError(
-            504,
-            f"No inference worker answered within {timeout:.0f} s; is a worker consuming the "
-            "'inference' queue?",
-            code="worker_timeout",
-        ) from error
+        raise _timeout_error(timeout) from error
     if pending.failed():
-        raise APIError(
-            500, f"Generation failed on the worker: {answer}", code="generation_failed", type="server_error"
-        )
+        raise _generation_error(answer)
+    return completion_body(model, target, answer)
+
+
+async def read_task(pending: AsyncResult) -> tuple[str, Any]:
+    """The task's state and result (or its streamed pieces so far), read without blocking the loop."""
+    meta = await asyncio.to_thread(pending.backend.get_task_meta, pending.id)
+    return meta.get("status", "PENDING"), meta.get("result")
+
+
+async def await_chat(pending: AsyncResult) -> dict[str, Any]:
+    """The worker's answer; polls the result backend (SQLite or Redis) from the event loop."""
+    timeout = get_settings().completion_timeout_s
+    deadline = time.monotonic() + timeout
+    while True:
+        status, result = await read_task(pending)
+        if status == "SUCCESS":
+            return result
+        if status in ("FAILURE", "REVOKED"):
+            raise _generation_error(result)
+        if time.monotonic() > deadline:
+            await asyncio.to_thread(pending.revoke)
+            raise _timeout_error(timeout)
+        await asyncio.sleep(POLL_INTERVAL_S)
+
+
+def completion_body(model: str, target: dict[str, Any], answer: dict[str, Any]) -> schemas.ChatCompletion:
+    logprobs = answer.get("logprobs")
     return schemas.ChatCompletion(
         id=completion_id(),
         created=int(time.time()),
@@ -118,7 +142,7 @@ def complete_chat(
                 index=0,
                 message=schemas.AssistantMessage(content=answer["content"]),
                 finish_reason=answer["finish_reason"],
-                logprobs=None,
+                logprobs=schemas.ChoiceLogprobs(content=logprobs) if logprobs is not None else None,
             )
         ],
         usage=usage(answer["prompt_tokens"], answer["completion_tokens"]),
