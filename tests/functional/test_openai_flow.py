@@ -256,7 +256,8 @@ def test_pause_saves_a_checkpoint_and_resume_finishes_the_run(stack_factory) -> 
         time.sleep(0.5)
     pausing = client.fine_tuning.jobs.pause(job.id)
     assert pausing.status == "running" and pausing.loraboard["status"] == "pausing"
-    # OpenAI has no "paused": a paused job reports "cancelled" (stopped, resumable), Loraboard's own state says paused.
+    # OpenAI has no "paused": a paused job reports "cancelled" (stopped, resumable);
+    # Loraboard's own state says paused.
     paused = wait_for(client, job.id, stack, FINAL, timeout=120)
     assert paused.status == "cancelled" and paused.loraboard["status"] == "paused"
     (checkpoint,) = client.fine_tuning.jobs.checkpoints.list(
