@@ -206,7 +206,58 @@
     });
   }
 
+  /* --- playground: answers stream in, chunk by chunk (server-sent chat.completion.chunk events) --- */
+
+  function streamAnswer(element) {
+    var request = JSON.parse(element.getAttribute("data-stream"));
+    element.removeAttribute("data-stream");
+    var status = element.parentNode.querySelector(".stream-status");
+    function fail(message) {
+      element.classList.add("field-error");
+      element.textContent = message;
+      status.textContent = "";
+    }
+    fetch("/playground/stream", { method: "POST", body: new URLSearchParams(request) }).then(function (response) {
+      if (!response.ok) { return response.text().then(function () { fail("The answer failed (" + response.status + ")."); }); }
+      var reader = response.body.getReader();
+      var decoder = new TextDecoder();
+      var buffer = "";
+      var finish = "";
+      function handle(data) {
+        if (data === "[DONE]") return;
+        var chunk = JSON.parse(data);
+        if (chunk.error) { fail(chunk.error.message); return; }
+        if (chunk.usage) {
+          if (!element.textContent.trim()) element.textContent = "(empty answer)";
+          status.textContent = chunk.usage.completion_tokens + " tokens · " + finish;
+        }
+        (chunk.choices || []).forEach(function (choice) {
+          if (choice.delta && choice.delta.content) element.textContent += choice.delta.content;
+          if (choice.finish_reason) finish = choice.finish_reason;
+        });
+      }
+      function read() {
+        return reader.read().then(function (step) {
+          if (step.done) return;
+          buffer += decoder.decode(step.value, { stream: true });
+          var events = buffer.split("\n\n");
+          buffer = events.pop();
+          events.forEach(function (event) {
+            if (event.indexOf("data: ") === 0) handle(event.slice(6));
+          });
+          return read();
+        });
+      }
+      return read();
+    }).catch(function (error) { fail(String(error)); });
+  }
+
+  function setUpStreams(root) {
+    root.querySelectorAll("[data-stream]").forEach(streamAnswer);
+  }
+
   function setUp(root) {
+    setUpStreams(root);
     setUpRunCharts();
     setUpStaticCharts(root);
     setUpCompareCharts(root);
