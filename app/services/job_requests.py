@@ -26,6 +26,8 @@ OPENAI_BOUNDS = {"n_epochs": (1, 50), "batch_size": (1, 256)}
 # hyperparameters would be ambiguous.
 REQUEST_FIELDS = {"model_name", "dataset", "validation_dataset", "seed"}
 SUPPORTED_METHODS = ("supervised",)
+# OpenAI keeps a checkpoint per epoch, the last three: a job that asks for no other saving gets that.
+EPOCH_CHECKPOINTS_KEPT = 3
 
 
 class SupervisedMethod(BaseModel):
@@ -155,6 +157,9 @@ def run_config_from_request(request: JobCreate) -> RunConfig:
         values["learning_rate"] = _learning_rate(request.model, multiplier)
         sent_as["learning_rate"] = "learning_rate_multiplier"
 
+    if not {"save_steps", "save_every_epoch"} & hyperparameters.keys():
+        values["save_every_epoch"] = True
+        values.setdefault("save_total_limit", EPOCH_CHECKPOINTS_KEPT)
     values.update(
         model_name=request.model, dataset=request.training_file, validation_dataset=request.validation_file
     )

@@ -17,9 +17,15 @@ from app.errors import APIError, not_found
 from app.models import Checkpoint, DataFile, Event, Metric, Run, RunStatus, utcnow
 from app.run_config import RunConfig
 
-ACTIVE_STATUSES = (RunStatus.queued, RunStatus.running, RunStatus.cancelling, RunStatus.pausing)
-# A worker is training the run in these states.
-WORKER_STATUSES = (RunStatus.running, RunStatus.cancelling, RunStatus.pausing)
+ACTIVE_STATUSES = (
+    RunStatus.queued,
+    RunStatus.validating_files,
+    RunStatus.running,
+    RunStatus.cancelling,
+    RunStatus.pausing,
+)
+# A worker holds the run in these states.
+WORKER_STATUSES = (RunStatus.validating_files, RunStatus.running, RunStatus.cancelling, RunStatus.pausing)
 RESUMABLE_STATUSES = (RunStatus.paused, RunStatus.cancelled, RunStatus.failed)
 _MODEL_REF = re.compile(r":(?P<run_id>ftjob-[0-9a-f]+)(?::ckpt-step-(?P<step>\d+))?$")
 
@@ -306,7 +312,10 @@ def cancel_run(session: Session, run_id: str) -> Run:
         add_event(session, run_id, "Paused job cancelled; its checkpoints are kept")
         session.commit()
     elif _transition(
-        session, run_id, (RunStatus.running, RunStatus.pausing), status=RunStatus.cancelling.value
+        session,
+        run_id,
+        (RunStatus.validating_files, RunStatus.running, RunStatus.pausing),
+        status=RunStatus.cancelling.value,
     ):
         add_event(session, run_id, "Cancel requested; the worker stops at the next step")
         session.commit()
@@ -362,13 +371,14 @@ def resume_run(session: Session, run_id: str) -> Run:
 
 
 def mark_running(session: Session, run_id: str, worker: str, task_id: str | None) -> bool:
-    """Claim a queued run for this worker; False if it was cancelled or taken meanwhile."""
+    """Claim a queued run for this worker (validating_files until training starts); False if it
+    was cancelled or taken meanwhile."""
     now = utcnow()
     claimed = _transition(
         session,
         run_id,
         (RunStatus.queued,),
-        status=RunStatus.running.value,
+        status=RunStatus.validating_files.value,
         worker=worker,
         task_id=task_id,
         started_at=now,
@@ -381,9 +391,16 @@ def mark_running(session: Session, run_id: str, worker: str, task_id: str | None
         eta_at=None,
     )
     if claimed:
-        add_event(session, run_id, f"Training started on worker {worker}")
+        add_event(session, run_id, f"Worker {worker} took the job: validating the training files")
         session.commit()
     return claimed
+
+
+def mark_training(session: Session, run_id: str) -> None:
+    """The data checked and loaded, the model built: the first step is next."""
+    if _transition(session, run_id, (RunStatus.validating_files,), status=RunStatus.running.value):
+        add_event(session, run_id, "Files validated; training started")
+        session.commit()
 
 
 def heartbeat(session: Session, run_id: str) -> None:
@@ -470,7 +487,12 @@ def latest_checkpoint(session: Session, run_id: str) -> Checkpoint | None:
 def requeue_orphan(session: Session, run_id: str, reason: str) -> bool:
     """A running run whose worker vanished goes back to the queue; it resumes from its last checkpoint."""
     requeued = _transition(
-        session, run_id, (RunStatus.running,), status=RunStatus.queued.value, worker=None, heartbeat_at=None
+        session,
+        run_id,
+        (RunStatus.validating_files, RunStatus.running),
+        status=RunStatus.queued.value,
+        worker=None,
+        heartbeat_at=None,
     )
     if requeued:
         add_event(session, run_id, f"{reason}; re-queued to resume from its last checkpoint", level="warn")

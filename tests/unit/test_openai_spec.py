@@ -199,3 +199,24 @@ def test_integrations_are_refused_not_dropped(client: TestClient) -> None:
 def test_chat_options_not_served_are_a_clear_400(client: TestClient, extra: dict, param: str) -> None:
     body = {"model": "demo-tiny-llama", "messages": [{"role": "user", "content": "hi"}], **extra}
     refused(client.post("/v1/chat/completions", json=body), 400, param)
+
+
+def test_api_jobs_keep_a_checkpoint_per_epoch_by_default(client: TestClient) -> None:
+    """OpenAI's default: a checkpoint each epoch, the newest 3 kept; save_steps still decides when sent."""
+    default = ok(client.post("/v1/fine_tuning/jobs", json=JOB), "FineTuningJob")["loraboard"]["config"]
+    assert default["save_every_epoch"] is True and default["save_total_limit"] == 3
+    body = {**JOB, "hyperparameters": {"save_steps": 0}}
+    none = ok(client.post("/v1/fine_tuning/jobs", json=body), "FineTuningJob")["loraboard"]["config"]
+    assert none["save_every_epoch"] is False and none["save_steps"] == 0
+    assert none["save_total_limit"] is None
+
+
+def test_a_claimed_job_validates_its_files_before_running(client: TestClient) -> None:
+    run_id = _seed("queued")
+    with Session(get_engine()) as session:
+        assert runs.mark_running(session, run_id, worker="training@test", task_id=None)
+        assert (
+            ok(client.get(f"/v1/fine_tuning/jobs/{run_id}"), "FineTuningJob")["status"] == "validating_files"
+        )
+        runs.mark_training(session, run_id)
+    assert ok(client.get(f"/v1/fine_tuning/jobs/{run_id}"), "FineTuningJob")["status"] == "running"
