@@ -59,6 +59,20 @@ class Settings(BaseSettings):
         gt=0,
         description="Lifetime cap of one live-update connection (the browser reconnects).",
     )
+    webhook_url: str | None = Field(
+        default=None,
+        description="Where every job's fine_tuning.job.succeeded/.failed/.cancelled events are "
+        "POSTed; a job's metadata.webhook_url overrides it.",
+    )
+    webhook_secret: str | None = Field(
+        default=None,
+        description="The signing secret ('whsec_' + base64, as OpenAI's and Standard Webhooks'): "
+        "each delivery carries webhook-id, webhook-timestamp and webhook-signature headers.",
+    )
+    webhook_retry_base_s: float = Field(
+        default=5.0, gt=0, description="A failed delivery is retried after 1, 2, 4, ... times this."
+    )
+    webhook_max_attempts: int = Field(default=8, ge=1, description="Deliveries tried per event.")
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -2,19 +2,20 @@
 
 training: one fine-tune at a time (one process per GPU), a fresh child process per
 run so GPU memory is returned between runs. inference: chat completions, a single
-process that keeps the loaded models between requests.
+process that keeps the loaded models between requests. Both also deliver webhooks between
+their own tasks (a short HTTP call each).
 """
 
 from __future__ import annotations
 
 import sys
 
-from worker.celery_app import INFERENCE_QUEUE, TRAINING_QUEUE, celery_app
+from worker.celery_app import INFERENCE_QUEUE, TRAINING_QUEUE, WEBHOOK_QUEUE, celery_app
 
 ROLES = {
     "training": [
         "-Q",
-        TRAINING_QUEUE,
+        f"{TRAINING_QUEUE},{WEBHOOK_QUEUE}",
         "--pool",
         "prefork",
         "--concurrency",
@@ -24,7 +25,14 @@ ROLES = {
         "-n",
         f"{TRAINING_QUEUE}@%h",
     ],
-    "inference": ["-Q", INFERENCE_QUEUE, "--pool", "solo", "-n", f"{INFERENCE_QUEUE}@%h"],
+    "inference": [
+        "-Q",
+        f"{INFERENCE_QUEUE},{WEBHOOK_QUEUE}",
+        "--pool",
+        "solo",
+        "-n",
+        f"{INFERENCE_QUEUE}@%h",
+    ],
 }
 
 

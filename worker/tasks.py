@@ -17,7 +17,7 @@ from sqlmodel import Session
 from app.config import get_settings
 from app.db import get_engine
 from app.run_config import RunConfig
-from app.services import artifacts, files, results, runs
+from app.services import artifacts, files, results, runs, webhooks
 from app.services.orphans import recover_orphans
 from worker import registry  # noqa: F401  (connects the worker registry's signals)
 from worker.celery_app import TRAINING_QUEUE, celery_app
@@ -142,6 +142,24 @@ def chat_completion(
         top_logprobs=top_logprobs,
         on_piece=publish if stream and self.request.id else None,
     )
+
+
+@celery_app.task(name="loraboard.deliver_webhook", bind=True, max_retries=None)
+def deliver_webhook(self: Any, *, run_id: str, event_id: str, event_type: str, created_at: int) -> str:
+    """One signed POST per attempt; a failure comes back after a growing delay (webhooks.retry_delay_s)."""
+    attempt = self.request.retries + 1
+    with Session(get_engine()) as session:
+        done = webhooks.deliver(
+            session,
+            run_id=run_id,
+            event_id=event_id,
+            event_type=event_type,
+            created_at=created_at,
+            attempt=attempt,
+        )
+    if not done:
+        raise self.retry(countdown=webhooks.retry_delay_s(attempt))
+    return "delivered"
 
 
 @worker_ready.connect

@@ -13,7 +13,7 @@ from app.api.schemas import ERROR_RESPONSES
 from app.api.shapes import checkpoint_list, event_object, job_object
 from app.db import SessionDep
 from app.errors import APIError
-from app.services import artifacts, runs
+from app.services import artifacts, runs, webhooks
 from app.services.job_requests import JobCreate, run_config_from_request
 
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"], responses=ERROR_RESPONSES)
@@ -22,6 +22,7 @@ router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"], responses=E
 @router.post("", summary="Create a fine-tuning job; it is queued for a worker")
 def create_job(request: JobCreate, session: SessionDep) -> schemas.FineTuningJob:
     config = run_config_from_request(request)
+    webhooks.check_job_webhook(request.metadata)
     run = runs.submit_run(session, config, suffix=request.suffix, metadata=request.metadata)
     return job_object(run)
 

@@ -16,6 +16,7 @@ from sqlmodel import Session, col, func, select
 from app.errors import APIError, not_found
 from app.models import Checkpoint, DataFile, Event, Metric, Run, RunStatus, utcnow
 from app.run_config import RunConfig
+from app.services import webhooks
 
 ACTIVE_STATUSES = (
     RunStatus.queued,
@@ -302,6 +303,7 @@ def cancel_run(session: Session, run_id: str) -> Run:
     ):
         add_event(session, run_id, "Job cancelled before it started")
         session.commit()
+        webhooks.notify(session, run_id, "cancelled")
         if run.task_id:
             from worker.celery_app import celery_app
 
@@ -311,6 +313,7 @@ def cancel_run(session: Session, run_id: str) -> Run:
     ):
         add_event(session, run_id, "Paused job cancelled; its checkpoints are kept")
         session.commit()
+        webhooks.notify(session, run_id, "cancelled")
     elif _transition(
         session,
         run_id,
@@ -422,7 +425,7 @@ def mark_succeeded(session: Session, run_id: str, *, trained_tokens: int, result
     runtime = dict(run.runtime)
     if result_file_id:
         runtime["result_files"] = [result_file_id]
-    _transition(
+    succeeded = _transition(
         session,
         run_id,
         WORKER_STATUSES,
@@ -434,12 +437,15 @@ def mark_succeeded(session: Session, run_id: str, *, trained_tokens: int, result
     )
     add_event(session, run_id, "The job has successfully completed")
     session.commit()
+    if succeeded:
+        webhooks.notify(session, run_id, "succeeded")
 
 
 def mark_cancelled(session: Session, run_id: str, step: int) -> None:
-    _transition(session, run_id, WORKER_STATUSES, status=RunStatus.cancelled.value, finished_at=utcnow())
-    add_event(session, run_id, f"Job cancelled at step {step}; checkpoints saved so far are kept")
-    session.commit()
+    if _transition(session, run_id, WORKER_STATUSES, status=RunStatus.cancelled.value, finished_at=utcnow()):
+        add_event(session, run_id, f"Job cancelled at step {step}; checkpoints saved so far are kept")
+        session.commit()
+        webhooks.notify(session, run_id, "cancelled")
 
 
 def mark_stopped(session: Session, run_id: str, step: int) -> None:
@@ -454,7 +460,7 @@ def mark_stopped(session: Session, run_id: str, step: int) -> None:
 def mark_failed(
     session: Session, run_id: str, message: str, *, code: str = "training_error", param: str | None = None
 ) -> None:
-    _transition(
+    failed = _transition(
         session,
         run_id,
         ACTIVE_STATUSES,
@@ -466,6 +472,8 @@ def mark_failed(
     )
     add_event(session, run_id, f"Job failed: {message}", level="error")
     session.commit()
+    if failed:
+        webhooks.notify(session, run_id, "failed")
 
 
 def discard_metrics_after(session: Session, run_id: str, step: int) -> None:
