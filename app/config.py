@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, computed_field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,6 +74,12 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="A failed delivery is retried after 1, 2, 4, ... times this."
     )
     webhook_max_attempts: int = Field(default=8, ge=1, description="Deliveries tried per event.")
+    wandb_api_key: str | None = Field(
+        default=None, description="Weights & Biases key: jobs may then ask for integrations: wandb."
+    )
+    wandb_mode: Literal["online", "offline"] = Field(
+        default="online", description="offline: W&B runs are written under the data directory, not sent."
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property

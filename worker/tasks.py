@@ -53,8 +53,12 @@ def train_run(self: Any, run_id: str) -> str:
     from worker.training.arguments import ConfigError  # training code loads torch: only in the worker
     from worker.training.trainer import run_training
 
-    reporter = DatabaseReporter(run_id)
+    reporter: Any = DatabaseReporter(run_id)
     try:
+        if config.wandb_project:  # integrations: wandb
+            from worker.wandb_logging import WandbReporter
+
+            reporter = WandbReporter(reporter, config, run_id)
         with Heartbeat(run_id, settings.heartbeat_interval_s):
             result = run_training(
                 config,
@@ -66,11 +70,14 @@ def train_run(self: Any, run_id: str) -> str:
             )
     except ConfigError as error:
         _record_failure(run_id, str(error), code="invalid_config", param=error.param)
+        _finish_integrations(reporter, succeeded=False)
         return "failed"
     except Exception as error:
         log.exception("run %s failed", run_id)
         _record_failure(run_id, f"{type(error).__name__}: {error}")
+        _finish_integrations(reporter, succeeded=False)
         return "failed"
+    _finish_integrations(reporter, succeeded=not result.stopped_early)
 
     with Session(engine) as session:
         if result.stopped_early:
@@ -81,6 +88,12 @@ def train_run(self: Any, run_id: str) -> str:
             session, run_id, trained_tokens=result.trained_tokens, result_file_id=result_file.id
         )
     return "succeeded"
+
+
+def _finish_integrations(reporter: Any, *, succeeded: bool) -> None:
+    finish = getattr(reporter, "finish", None)
+    if finish is not None:
+        finish(succeeded)
 
 
 def _record_failure(

@@ -187,7 +187,9 @@ class FineTuningJob(OpenAIObject):
     training_file: str
     validation_file: str | None
     estimated_finish: int | None
-    integrations: list[Integration] | None = None
+    integrations: list[Integration] | None = Field(
+        default=None, description="[{type: wandb, wandb: {...}}] when the job logs to Weights & Biases."
+    )
     metadata: dict[str, str] | None = None
     user_provided_suffix: str | None
     method: Method

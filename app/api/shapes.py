@@ -11,6 +11,7 @@ from typing import Any
 from app.api import schemas
 from app.models import Checkpoint, DataFile, Event, Metric, Run, RunStatus
 from app.services import runs
+from app.services.integrations import job_integrations
 from app.services.job_requests import auto_learning_rate
 
 # OpenAI's job states are fewer than Loraboard's: a job asked to pause or cancel is still
@@ -92,6 +93,7 @@ def job_object(run: Run) -> schemas.FineTuningJob:
         training_file=config["dataset"],
         validation_file=config.get("validation_dataset"),
         estimated_finish=runs.estimated_finish(run),
+        integrations=job_integrations(config),
         metadata=run.user_metadata or None,
         user_provided_suffix=run.suffix,
         method=schemas.Method(

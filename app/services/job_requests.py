@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.errors import APIError, describe_validation_errors
 from app.run_config import DEMO_MODEL_ID, PRESETS, RunConfig
+from app.services import integrations
 
 CLASSIC_LEARNING_RATE: float = RunConfig.model_fields["learning_rate"].default
 # OpenAI's name -> the run config's, and the bounds OpenAI's spec gives it.
@@ -59,8 +60,8 @@ class JobCreate(BaseModel):
     method: Method | None = None
     integrations: list[dict[str, Any]] | None = Field(
         default=None,
-        description="OpenAI's [{type: wandb, wandb: {project, ...}}]: not available on Loraboard yet, "
-        "so a request with integrations is refused (400) rather than run without them.",
+        description="OpenAI's [{type: wandb, wandb: {project, name, entity, tags}}]: accepted where "
+        "the wandb package and a key (or offline mode) are configured, else refused (400).",
     )
 
 
@@ -78,19 +79,6 @@ def _check_method(method: Method | None) -> None:
             "fine-tuning (QLoRA) only; send method.type 'supervised'.",
             param="method.type",
             code="unsupported_method",
-        )
-
-
-def _check_integrations(integrations: list[dict[str, Any]] | None) -> None:
-    # Refused, not dropped: a user who asked for wandb logging must not find out after the run.
-    if integrations:
-        kinds = ", ".join(sorted({str(item.get("type")) for item in integrations}))
-        raise APIError(
-            400,
-            f"Integrations ({kinds}) are not available on this Loraboard server; the job's metrics "
-            "are in its events, its result file and the dashboard. Send the job without integrations.",
-            param="integrations",
-            code="unsupported_integration",
         )
 
 
@@ -122,7 +110,7 @@ def _learning_rate(model: str, multiplier: Any) -> float:
 
 def run_config_from_request(request: JobCreate) -> RunConfig:
     _check_method(request.method)
-    _check_integrations(request.integrations)
+    integration_values = integrations.config_values(request.integrations)
     hyperparameters = dict(request.hyperparameters or {})
     if request.method and request.method.supervised:
         hyperparameters.update(request.method.supervised.hyperparameters)
@@ -160,6 +148,7 @@ def run_config_from_request(request: JobCreate) -> RunConfig:
     if not {"save_steps", "save_every_epoch"} & hyperparameters.keys():
         values["save_every_epoch"] = True
         values.setdefault("save_total_limit", EPOCH_CHECKPOINTS_KEPT)
+    values.update(integration_values)
     values.update(
         model_name=request.model, dataset=request.training_file, validation_dataset=request.validation_file
     )

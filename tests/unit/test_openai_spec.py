@@ -198,10 +198,16 @@ def test_other_methods_are_refused_as_unsupported(client: TestClient, method: st
     assert f"'{method}' is not supported" in error["message"] and error["code"] == "unsupported_method"
 
 
-def test_integrations_are_refused_not_dropped(client: TestClient) -> None:
+def test_integrations_this_server_cannot_honour_are_refused_not_dropped(client: TestClient) -> None:
+    # No W&B key and online mode here (tests/functional/test_wandb.py runs it in offline mode).
     body = {**JOB, "integrations": [{"type": "wandb", "wandb": {"project": "p"}}]}
     error = refused(client.post("/v1/fine_tuning/jobs", json=body), 400, "integrations")
-    assert "wandb" in error["message"]
+    assert "wandb is not available here" in error["message"]
+    body = {**JOB, "integrations": [{"type": "comet", "comet": {}}]}
+    assert (
+        "'comet' is not supported"
+        in refused(client.post("/v1/fine_tuning/jobs", json=body), 400, "integrations")["message"]
+    )
 
 
 @pytest.mark.parametrize(
