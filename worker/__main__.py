@@ -2,8 +2,10 @@
 
 training: one fine-tune at a time (one process per GPU), a fresh child process per
 run so GPU memory is returned between runs. inference: chat completions, a single
-process that keeps the loaded models between requests. Both also deliver webhooks between
-their own tasks (a short HTTP call each).
+process that keeps the loaded models between requests; it also delivers the webhooks (a
+short HTTP call each). Not the training worker too: a finished job's webhook would wait
+behind the next queued run, and two workers declaring one queue at once race on the
+SQLite broker's queue table (UNIQUE constraint failed: kombu_queue.name).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from worker.celery_app import INFERENCE_QUEUE, TRAINING_QUEUE, WEBHOOK_QUEUE, ce
 ROLES = {
     "training": [
         "-Q",
-        f"{TRAINING_QUEUE},{WEBHOOK_QUEUE}",
+        TRAINING_QUEUE,
         "--pool",
         "prefork",
         "--concurrency",

@@ -17,7 +17,7 @@ from app.config import get_settings
 
 TRAINING_QUEUE = "training"
 INFERENCE_QUEUE = "inference"
-# Webhook deliveries: short HTTP calls that both kinds of worker take between their own tasks.
+# Webhook deliveries: short HTTP calls, taken by the inference worker between chat requests.
 WEBHOOK_QUEUE = "webhooks"
 
 

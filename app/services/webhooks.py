@@ -7,8 +7,8 @@ webhook-timestamp and webhook-signature = "v1," + base64(HMAC-SHA256(secret,
 client verifies them (`client.webhooks.unwrap(body, headers, secret=...)`).
 
 The state change only queues the delivery (a Celery task on the `webhooks` queue, after the
-commit); the task POSTs, records each attempt in the job's events, and retries a failure
-after 1, 2, 4, ... x LORABOARD_WEBHOOK_RETRY_BASE_S.
+commit, which the inference worker consumes); the task POSTs, records each attempt in the
+job's events, and retries a failure after 1, 2, 4, ... x LORABOARD_WEBHOOK_RETRY_BASE_S.
 """
 
 from __future__ import annotations
