@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, computed_field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -84,6 +85,26 @@ class Settings(BaseSettings):
         default=600.0,
         gt=0,
         description="Lifetime cap of one live-update connection (the browser reconnects).",
+    )
+    webhook_url: str | None = Field(
+        default=None,
+        description="Where every job's fine_tuning.job.succeeded/.failed/.cancelled events are "
+        "POSTed; a job's metadata.webhook_url overrides it.",
+    )
+    webhook_secret: str | None = Field(
+        default=None,
+        description="The signing secret ('whsec_' + base64, as OpenAI's and Standard Webhooks'): "
+        "each delivery carries webhook-id, webhook-timestamp and webhook-signature headers.",
+    )
+    webhook_retry_base_s: float = Field(
+        default=5.0, gt=0, description="A failed delivery is retried after 1, 2, 4, ... times this."
+    )
+    webhook_max_attempts: int = Field(default=8, ge=1, description="Deliveries tried per event.")
+    wandb_api_key: str | None = Field(
+        default=None, description="Weights & Biases key: jobs may then ask for integrations: wandb."
+    )
+    wandb_mode: Literal["online", "offline"] = Field(
+        default="online", description="offline: W&B runs are written under the data directory, not sent."
     )
 
     api_key: SecretStr | None = Field(

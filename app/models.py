@@ -34,6 +34,7 @@ def _timestamp(*, nullable: bool, index: bool = False) -> Any:
 
 class RunStatus(StrEnum):
     queued = "queued"
+    validating_files = "validating_files"  # a worker took it: checking the data, building the model
     running = "running"
     cancelling = "cancelling"  # cancel asked; the worker stops at the next step
     pausing = "pausing"  # pause asked; the worker saves a checkpoint at the next step and stops

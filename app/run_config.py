@@ -248,11 +248,37 @@ class RunConfig(BaseModel):
     )
 
     # --- checkpoints, logging, evaluation ------------------------------------
-    save_steps: int = _field(0, "Save a checkpoint every N steps; 0 = none in between.", "checkpoints", ge=0)
+    save_steps: int = _field(
+        0,
+        "Save a checkpoint every N steps; 0 = none in between.",
+        "checkpoints",
+        "With 0 and no checkpoint each epoch, a run whose worker is lost has nothing to resume "
+        "from: it starts again from step 0. Each checkpoint costs the adapter and the optimizer "
+        "state on disk (about 3x the adapter) and a pause of the training while it is written.",
+        ge=0,
+    )
+    save_every_epoch: bool = _field(
+        False,
+        "Save a checkpoint at the end of each epoch (OpenAI's way; the API's default).",
+        "checkpoints",
+        "API jobs that send no save_steps get it, with the newest 3 kept. save_steps > 0 "
+        "takes precedence: checkpoints then come every save_steps steps.",
+    )
     save_total_limit: int | None = _field(
         None, "Keep only the newest N checkpoints; empty = keep all.", "checkpoints", ge=1
     )
     logging_steps: int = _field(25, "Report metrics every N steps.", "checkpoints", ge=1)
+    wandb_project: str | None = _field(
+        None,
+        "Also log metrics to this Weights & Biases project; empty = none.",
+        "checkpoints",
+        "OpenAI's integrations: wandb. Needs the wandb package and LORABOARD_WANDB_API_KEY "
+        "(or LORABOARD_WANDB_MODE=offline) on the server and the workers.",
+        max_length=128,
+    )
+    wandb_entity: str | None = _field(None, "The W&B team or user; empty = the key's default.", "checkpoints")
+    wandb_run_name: str | None = _field(None, "The W&B run's name; empty = the job id.", "checkpoints")
+    wandb_tags: list[str] | None = _field(None, "W&B tags, comma-separated.", "checkpoints")
     eval_steps: int | None = _field(
         None,
         "Evaluate every N steps when validation data is set; empty = once per logging_steps.",
@@ -282,6 +308,13 @@ class RunConfig(BaseModel):
         if value == 0:
             raise ValueError("max_steps must be -1 (use num_train_epochs) or a positive number of steps")
         return value
+
+    @field_validator("wandb_tags", mode="before")
+    @classmethod
+    def _split_tags(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [tag.strip() for tag in value.split(",") if tag.strip()] or None
+        return value or None
 
     @field_validator("target_modules", mode="before")
     @classmethod

@@ -206,7 +206,90 @@
     });
   }
 
+  /* --- playground: answers stream in, chunk by chunk (server-sent chat.completion.chunk events) --- */
+
+  function csrfHeaders() {
+    // The token htmx sends on every request (base.html's hx-headers); a plain fetch must send it too.
+    var headers = JSON.parse(document.body.getAttribute("hx-headers") || "{}");
+    return { "X-CSRF-Token": headers["X-CSRF-Token"] || "" };
+  }
+
+  function finishTurn(exchange) {
+    // Once every answer of this exchange is complete, the turn joins the conversation the form sends.
+    var answers = exchange.querySelectorAll(".content");
+    for (var i = 0; i < answers.length; i++) { if (!answers[i].dataset.done) return; }
+    var history = document.getElementById("c-history");
+    var turns = JSON.parse(history.value || "[]");
+    var turn = { user: exchange.dataset.prompt, adapter: "", base: "" };
+    answers.forEach(function (answer) {
+      var text = answer.textContent;
+      turn[answer.dataset.side] = answer.dataset.failed || text === "(empty answer)" ? "" : text;
+    });
+    turns.push(turn);
+    history.value = JSON.stringify(turns);
+    var send = document.getElementById("send-button");
+    if (send) send.disabled = false;
+  }
+
+  function streamAnswer(element) {
+    var request = JSON.parse(element.getAttribute("data-stream"));
+    element.removeAttribute("data-stream");
+    var exchange = element.closest(".exchange");
+    var status = element.parentNode.querySelector(".stream-status");
+    var send = document.getElementById("send-button");
+    if (send) send.disabled = true;  // the next message waits for this turn to be complete
+    function done() {
+      element.dataset.done = "1";
+      if (exchange) finishTurn(exchange);
+    }
+    function fail(message) {
+      element.classList.add("field-error");
+      element.dataset.failed = "1";
+      element.textContent = message;
+      status.textContent = "";
+      done();
+    }
+    fetch("/playground/stream", { method: "POST", headers: csrfHeaders(), body: new URLSearchParams(request) }).then(function (response) {
+      if (!response.ok) { return response.text().then(function () { fail("The answer failed (" + response.status + ")."); }); }
+      var reader = response.body.getReader();
+      var decoder = new TextDecoder();
+      var buffer = "";
+      var finish = "";
+      function handle(data) {
+        if (data === "[DONE]") return;
+        var chunk = JSON.parse(data);
+        if (chunk.error) { fail(chunk.error.message); return; }
+        if (chunk.usage) {
+          if (!element.textContent.trim()) element.textContent = "(empty answer)";
+          status.textContent = chunk.usage.completion_tokens + " tokens · " + finish;
+        }
+        (chunk.choices || []).forEach(function (choice) {
+          if (choice.delta && choice.delta.content) element.textContent += choice.delta.content;
+          if (choice.finish_reason) finish = choice.finish_reason;
+        });
+      }
+      function read() {
+        return reader.read().then(function (step) {
+          if (step.done) { if (!element.dataset.done) done(); return; }
+          buffer += decoder.decode(step.value, { stream: true });
+          var events = buffer.split("\n\n");
+          buffer = events.pop();
+          events.forEach(function (event) {
+            if (event.indexOf("data: ") === 0) handle(event.slice(6));
+          });
+          return read();
+        });
+      }
+      return read();
+    }).catch(function (error) { fail(String(error)); });
+  }
+
+  function setUpStreams(root) {
+    root.querySelectorAll("[data-stream]").forEach(streamAnswer);
+  }
+
   function setUp(root) {
+    setUpStreams(root);
     setUpRunCharts();
     setUpStaticCharts(root);
     setUpCompareCharts(root);

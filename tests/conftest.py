@@ -62,7 +62,12 @@ def shared_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def stack_factory(tmp_path: Path, shared_models_dir: Path, request: pytest.FixtureRequest) -> Iterator:
     stacks: list[Stack] = []
 
-    def build(backend: str = "sqlite", *, workers: tuple[str, ...] = ("training", "inference")) -> Stack:
+    def build(
+        backend: str = "sqlite",
+        *,
+        workers: tuple[str, ...] = ("training", "inference"),
+        settings: dict[str, str] | None = None,
+    ) -> Stack:
         name = request.node.name.replace("/", "_").replace("[", "-").replace("]", "")
         stack = make_stack(
             tmp_path / f"data-{len(stacks)}",
@@ -70,6 +75,7 @@ def stack_factory(tmp_path: Path, shared_models_dir: Path, request: pytest.Fixtu
             backend=backend,
             shared_models_dir=shared_models_dir,
         )
+        stack.env.update(settings or {})  # LORABOARD_* settings of this stack's processes
         stacks.append(stack)
         stack.migrate()
         for role in workers:

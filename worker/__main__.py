@@ -2,14 +2,17 @@
 
 training: one fine-tune at a time (one process per GPU), a fresh child process per
 run so GPU memory is returned between runs. inference: chat completions, a single
-process that keeps the loaded models between requests.
+process that keeps the loaded models between requests; it also delivers the webhooks (a
+short HTTP call each). Not the training worker too: a finished job's webhook would wait
+behind the next queued run, and two workers declaring one queue at once race on the
+SQLite broker's queue table (UNIQUE constraint failed: kombu_queue.name).
 """
 
 from __future__ import annotations
 
 import sys
 
-from worker.celery_app import INFERENCE_QUEUE, TRAINING_QUEUE, celery_app
+from worker.celery_app import INFERENCE_QUEUE, TRAINING_QUEUE, WEBHOOK_QUEUE, celery_app
 
 ROLES = {
     "training": [
@@ -24,7 +27,14 @@ ROLES = {
         "-n",
         f"{TRAINING_QUEUE}@%h",
     ],
-    "inference": ["-Q", INFERENCE_QUEUE, "--pool", "solo", "-n", f"{INFERENCE_QUEUE}@%h"],
+    "inference": [
+        "-Q",
+        f"{INFERENCE_QUEUE},{WEBHOOK_QUEUE}",
+        "--pool",
+        "solo",
+        "-n",
+        f"{INFERENCE_QUEUE}@%h",
+    ],
 }
 
 

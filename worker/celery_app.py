@@ -17,6 +17,8 @@ from app.config import get_settings
 
 TRAINING_QUEUE = "training"
 INFERENCE_QUEUE = "inference"
+# Webhook deliveries: short HTTP calls, taken by the inference worker between chat requests.
+WEBHOOK_QUEUE = "webhooks"
 
 
 def _transport_options(broker_url: str) -> dict[str, Any]:
@@ -42,6 +44,7 @@ def make_celery() -> Celery:
         task_routes={
             "loraboard.train_run": {"queue": TRAINING_QUEUE},
             "loraboard.chat_completion": {"queue": INFERENCE_QUEUE},
+            "loraboard.deliver_webhook": {"queue": WEBHOOK_QUEUE},
         },
         task_acks_late=False,
         worker_prefetch_multiplier=1,

@@ -38,6 +38,11 @@ class DatabaseReporter:
         self._stop_request: RunStatus | None = None
         self._latest_metrics: dict[str, Any] = {}
 
+    def training_started(self) -> None:
+        """validating_files -> running: the callbacks call it once the Trainer begins."""
+        with Session(self.engine) as session:
+            runs.mark_training(session, self.run_id)
+
     def event(self, message: str, level: str = "info", data: dict[str, Any] | None = None) -> None:
         with Session(self.engine) as session:
             runs.add_event(session, self.run_id, message, level=level, data=data)

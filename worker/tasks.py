@@ -7,6 +7,7 @@ task that arrives for a run that was cancelled meanwhile does nothing.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from app.config import get_settings
 from app.db import get_engine
 from app.errors import APIError
 from app.run_config import RunConfig
-from app.services import artifacts, files, results, runs
+from app.services import artifacts, files, results, runs, webhooks
 from app.services.orphans import recover_orphans
 from worker import registry  # noqa: F401  (connects the worker registry's signals)
 from worker.celery_app import TRAINING_QUEUE, celery_app
@@ -64,8 +65,12 @@ def _train_claimed_run(run_id: str) -> str:
     from worker.training.arguments import ConfigError  # training code loads torch: only in the worker
     from worker.training.trainer import run_training
 
-    reporter = DatabaseReporter(run_id)
+    reporter: Any = DatabaseReporter(run_id)
     try:
+        if config.wandb_project:  # integrations: wandb
+            from worker.wandb_logging import WandbReporter
+
+            reporter = WandbReporter(reporter, config, run_id)
         with Heartbeat(run_id, settings.heartbeat_interval_s):
             result = run_training(
                 config,
@@ -77,10 +82,16 @@ def _train_claimed_run(run_id: str) -> str:
             )
     except ConfigError as error:
         _record_failure(run_id, str(error), code="invalid_config", param=error.param)
+        _finish_integrations(reporter, succeeded=False)
         return "failed"
     except TrainingDiverged as error:
         _record_failure(run_id, str(error), code="training_diverged")
+        _finish_integrations(reporter, succeeded=False)
         return "failed"
+    except Exception:
+        _finish_integrations(reporter, succeeded=False)
+        raise  # train_run records it, readably
+    _finish_integrations(reporter, succeeded=not result.stopped_early)
 
     with Session(get_engine()) as session:
         if result.stopped_early:
@@ -114,6 +125,12 @@ def _readable(error: Exception) -> str:
     return message
 
 
+def _finish_integrations(reporter: Any, *, succeeded: bool) -> None:
+    finish = getattr(reporter, "finish", None)
+    if finish is not None:
+        finish(succeeded)
+
+
 def _record_failure(
     run_id: str, message: str, *, code: str = "training_error", param: str | None = None
 ) -> None:
@@ -121,8 +138,16 @@ def _record_failure(
         runs.mark_failed(session, run_id, message, code=code, param=param)
 
 
-@celery_app.task(name="loraboard.chat_completion")
+# A streamed answer's pieces reach the API through the task's own state in the result
+# backend (update_state), so streaming works on every backend Celery has: SQLite and Redis.
+# Written at most this often, so a fast model does not write the backend once per token.
+STREAM_FLUSH_S = 0.05
+STREAMING_STATE = "STREAMING"
+
+
+@celery_app.task(name="loraboard.chat_completion", bind=True)
 def chat_completion(
+    self: Any,
     *,
     base_model: str,
     adapter_dir: str | None,
@@ -133,8 +158,21 @@ def chat_completion(
     top_p: float,
     seed: int | None,
     stop: list[str] | None,
+    stream: bool = False,
+    logprobs: bool = False,
+    top_logprobs: int = 0,
 ) -> dict[str, Any]:
     from worker.training.inference import generate_chat
+
+    pieces: list[dict[str, Any]] = []
+    last_flush = [0.0]
+
+    def publish(piece: dict[str, Any]) -> None:
+        pieces.append(piece)
+        now = time.monotonic()
+        if now - last_flush[0] >= STREAM_FLUSH_S:
+            self.update_state(state=STREAMING_STATE, meta={"pieces": pieces})
+            last_flush[0] = now
 
     return generate_chat(
         base_model,
@@ -148,7 +186,28 @@ def chat_completion(
         top_p=top_p,
         seed=seed,
         stop=stop,
+        logprobs=logprobs,
+        top_logprobs=top_logprobs,
+        on_piece=publish if stream and self.request.id else None,
     )
+
+
+@celery_app.task(name="loraboard.deliver_webhook", bind=True, max_retries=None)
+def deliver_webhook(self: Any, *, run_id: str, event_id: str, event_type: str, created_at: int) -> str:
+    """One signed POST per attempt; a failure comes back after a growing delay (webhooks.retry_delay_s)."""
+    attempt = self.request.retries + 1
+    with Session(get_engine()) as session:
+        done = webhooks.deliver(
+            session,
+            run_id=run_id,
+            event_id=event_id,
+            event_type=event_type,
+            created_at=created_at,
+            attempt=attempt,
+        )
+    if not done:
+        raise self.retry(countdown=webhooks.retry_delay_s(attempt))
+    return "delivered"
 
 
 @worker_ready.connect

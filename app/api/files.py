@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.api.shapes import file_object, page
+from app.api import schemas
+from app.api.schemas import ERROR_RESPONSES
+from app.api.shapes import file_list, file_object
 from app.db import SessionDep
 from app.services import files
 
-router = APIRouter(prefix="/files", tags=["files"])
+router = APIRouter(prefix="/files", tags=["files"], responses=ERROR_RESPONSES)
 
 
 @router.post(
@@ -21,7 +23,7 @@ router = APIRouter(prefix="/files", tags=["files"])
 )
 async def upload_file(
     session: SessionDep, file: UploadFile = File(...), purpose: str = Form(...)
-) -> dict[str, Any]:
+) -> schemas.FileObject:
     record = await run_in_threadpool(
         files.store_upload, session, file.file, file.filename or "upload", purpose
     )
@@ -32,16 +34,16 @@ async def upload_file(
 def list_files(
     session: SessionDep,
     purpose: str | None = None,
-    limit: int = 10000,
+    limit: int = Query(10000, ge=1, le=10000),
     after: str | None = None,
     order: Literal["asc", "desc"] = "desc",
-) -> dict[str, Any]:
+) -> schemas.FileList:
     records = files.list_files(session, purpose=purpose, limit=limit + 1, after=after, order=order)
-    return page([file_object(record) for record in records[:limit]], len(records) > limit)
+    return file_list(records[:limit], len(records) > limit)
 
 
 @router.get("/{file_id}", summary="Retrieve a file's metadata")
-def retrieve_file(file_id: str, session: SessionDep) -> dict[str, Any]:
+def retrieve_file(file_id: str, session: SessionDep) -> schemas.FileObject:
     return file_object(files.get_file(session, file_id))
 
 
@@ -52,6 +54,6 @@ def file_content(file_id: str, session: SessionDep) -> FileResponse:
 
 
 @router.delete("/{file_id}", summary="Delete a file")
-def delete_file(file_id: str, session: SessionDep) -> dict[str, Any]:
+def delete_file(file_id: str, session: SessionDep) -> schemas.FileDeleted:
     files.delete_file(session, file_id)
-    return {"id": file_id, "object": "file", "deleted": True}
+    return schemas.FileDeleted(id=file_id, deleted=True)

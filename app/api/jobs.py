@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request
 from fastapi.responses import FileResponse
 
-from app.api.shapes import checkpoint_object, event_object, job_object, page
+from app.api import schemas
+from app.api.schemas import ERROR_RESPONSES
+from app.api.shapes import checkpoint_list, event_object, job_object
 from app.db import SessionDep
 from app.errors import APIError
-from app.services import artifacts, runs
+from app.services import artifacts, runs, webhooks
 from app.services.job_requests import JobCreate, run_config_from_request
 
-router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"])
+router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"], responses=ERROR_RESPONSES)
 
 
 @router.post("", summary="Create a fine-tuning job; it is queued for a worker")
-def create_job(request: JobCreate, session: SessionDep) -> dict[str, Any]:
+def create_job(request: JobCreate, session: SessionDep) -> schemas.FineTuningJob:
     config = run_config_from_request(request)
+    webhooks.check_job_webhook(request.metadata)
     run = runs.submit_run(session, config, suffix=request.suffix, metadata=request.metadata)
     return job_object(run)
 
@@ -37,10 +39,10 @@ def list_jobs(
         description="JSON object, or metadata[key]=value pairs "
         "as OpenAI clients send them: only jobs whose metadata matches",
     ),
-) -> dict[str, Any]:
+) -> schemas.JobList:
     wanted = _metadata_filter(request, metadata)
     page_runs, has_more = runs.list_runs(session, limit=limit, after=after, status=status, metadata=wanted)
-    return page([job_object(run) for run in page_runs], has_more)
+    return schemas.JobList(data=[job_object(run) for run in page_runs], has_more=has_more)
 
 
 def _metadata_filter(request: Request, metadata: str | None) -> dict[str, str] | None:
@@ -58,17 +60,17 @@ def _metadata_filter(request: Request, metadata: str | None) -> dict[str, str] |
 
 
 @router.get("/{fine_tuning_job_id}", summary="Retrieve a job")
-def retrieve_job(fine_tuning_job_id: str, session: SessionDep) -> dict[str, Any]:
+def retrieve_job(fine_tuning_job_id: str, session: SessionDep) -> schemas.FineTuningJob:
     return job_object(runs.get_run(session, fine_tuning_job_id))
 
 
 @router.post("/{fine_tuning_job_id}/cancel", summary="Cancel a queued or running job")
-def cancel_job(fine_tuning_job_id: str, session: SessionDep) -> dict[str, Any]:
+def cancel_job(fine_tuning_job_id: str, session: SessionDep) -> schemas.FineTuningJob:
     return job_object(runs.cancel_run(session, fine_tuning_job_id))
 
 
 @router.post("/{fine_tuning_job_id}/pause", summary="Pause a running job: it saves a checkpoint and stops")
-def pause_job(fine_tuning_job_id: str, session: SessionDep) -> dict[str, Any]:
+def pause_job(fine_tuning_job_id: str, session: SessionDep) -> schemas.FineTuningJob:
     return job_object(runs.pause_run(session, fine_tuning_job_id))
 
 
@@ -76,7 +78,7 @@ def pause_job(fine_tuning_job_id: str, session: SessionDep) -> dict[str, Any]:
     "/{fine_tuning_job_id}/resume",
     summary="Resume a paused, cancelled or failed job from its last checkpoint",
 )
-def resume_job(fine_tuning_job_id: str, session: SessionDep) -> dict[str, Any]:
+def resume_job(fine_tuning_job_id: str, session: SessionDep) -> schemas.FineTuningJob:
     return job_object(runs.resume_run(session, fine_tuning_job_id))
 
 
@@ -86,7 +88,7 @@ def list_events(
     session: SessionDep,
     after: str | None = None,
     limit: int = Query(20, ge=1, le=1000),
-) -> dict[str, Any]:
+) -> schemas.EventList:
     runs.get_run(session, fine_tuning_job_id)
     after_id = None
     if after:
@@ -95,7 +97,7 @@ def list_events(
         except ValueError as error:
             raise APIError(400, f"Invalid event id '{after}'", param="after") from error
     events, has_more = runs.list_events(session, fine_tuning_job_id, limit=limit, after=after_id)
-    return page([event_object(event) for event in events], has_more)
+    return schemas.EventList(data=[event_object(event) for event in events], has_more=has_more)
 
 
 @router.get("/{fine_tuning_job_id}/checkpoints", summary="The job's checkpoints, newest first")
@@ -104,10 +106,10 @@ def list_checkpoints(
     session: SessionDep,
     after: str | None = None,
     limit: int = Query(10, ge=1, le=100),
-) -> dict[str, Any]:
+) -> schemas.CheckpointList:
     run = runs.get_run(session, fine_tuning_job_id)
     checkpoints, has_more = runs.list_checkpoints(session, run.id, limit=limit, after=after)
-    return page([checkpoint_object(run, checkpoint) for checkpoint in checkpoints], has_more)
+    return checkpoint_list(run, checkpoints, has_more)
 
 
 def _zip_response(directory: Path, name: str, background: BackgroundTasks) -> FileResponse:

@@ -8,8 +8,9 @@ A model name resolves to a base model plus, optionally, an adapter directory:
 Anything else is 404 model_not_found at once: the inference worker never spends a
 minute of hub retries on a made-up name, and never reads a server path.
 
-Waiting for the answer holds no server thread: the endpoint awaits the result, polling
-the result backend briefly from the threadpool. With no inference worker alive the
+Waiting for the answer holds no server thread: the endpoint awaits the result, reading
+the result backend briefly from a thread (the streamed pieces, too: the worker writes
+them into its task's state). With no inference worker alive the
 request is refused at once (503), and every task carries `expires`, so one whose
 client gave up is discarded by the worker instead of running later.
 """
@@ -17,15 +18,18 @@ client gave up is discarded by the worker instead of running later.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import secrets
 import time
 from pathlib import Path
 from typing import Any
 
+from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult
 from sqlmodel import Session, select
-from starlette.concurrency import run_in_threadpool
 
+from app.api import schemas
 from app.config import get_settings
 from app.errors import APIError
 from app.model_catalog import BUILTIN_MODELS
@@ -37,7 +41,8 @@ from app.services.sources import allowed_local_path, is_hub_reference
 from app.services.workers import workers_online
 
 QUANTIZATION_FIELDS = ("use_4bit", "bnb_4bit_compute_dtype", "bnb_4bit_quant_type", "use_nested_quant")
-POLL_INTERVAL_S = 0.1
+# How often a waiting request reads the result backend: a token's worth of latency at most.
+POLL_INTERVAL_S = 0.05
 INFERENCE_QUEUE = "inference"  # worker/celery_app.py routes chat completions there
 
 
@@ -100,18 +105,9 @@ def resolve_model(session: Session, model: str) -> dict[str, Any]:
     }
 
 
-def start_chat(
-    session: Session,
-    *,
-    model: str,
-    messages: list[dict[str, Any]],
-    max_tokens: int,
-    temperature: float,
-    top_p: float,
-    seed: int | None,
-    stop: list[str] | None,
-) -> AsyncResult:
-    """Resolve the model, check a worker is there to answer, send the task (it expires unanswered)."""
+def start_chat(session: Session, *, model: str, **options: Any) -> tuple[AsyncResult, dict[str, Any]]:
+    """Resolve the model, check a worker is there to answer, send the task (it expires unanswered);
+    -> (the pending task, the resolved target)."""
     target = resolve_model(session, model)
     if not any(INFERENCE_QUEUE in node.queues for node in workers_online(session).nodes):
         raise APIError(
@@ -122,61 +118,96 @@ def start_chat(
     session.close()  # the wait may be long: give the database connection back to the pool now
     from worker.celery_app import celery_app
 
-    return celery_app.send_task(
+    pending = celery_app.send_task(
         "loraboard.chat_completion",
-        kwargs={
-            **target,
-            "messages": messages,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "top_p": top_p,
-            "seed": seed,
-            "stop": stop,
-        },
+        kwargs={**target, **options},
         expires=get_settings().completion_timeout_s,
+    )
+    return pending, target
+
+
+def _timeout_error(timeout: float) -> APIError:
+    return APIError(
+        504,
+        f"No inference worker answered within {timeout:.0f} s; is a worker consuming the 'inference' queue?",
+        code="worker_timeout",
     )
 
 
-async def wait_for_answer(pending: AsyncResult) -> dict[str, Any]:
-    """The worker's answer; 504 after completion_timeout_s. Each poll borrows a thread briefly."""
+def _generation_error(detail: Any) -> APIError:
+    return APIError(
+        500, f"Generation failed on the worker: {detail}", code="generation_failed", type="server_error"
+    )
+
+
+def complete_chat(session: Session, *, model: str, **options: Any) -> schemas.ChatCompletion:
+    """Blocking: for callers already on a worker thread (the playground's form post)."""
+    pending, target = start_chat(session, model=model, **options)
+    timeout = get_settings().completion_timeout_s
+    try:
+        answer = pending.get(timeout=timeout, propagate=False)
+    except CeleryTimeout as error:
+        pending.revoke()
+        raise _timeout_error(timeout) from error
+    if pending.failed():
+        raise _generation_error(answer)
+    return completion_body(model, target, answer)
+
+
+async def read_task(pending: AsyncResult) -> tuple[str, Any]:
+    """The task's state and result (or its streamed pieces so far), read without blocking the loop."""
+    meta = await asyncio.to_thread(pending.backend.get_task_meta, pending.id)
+    return meta.get("status", "PENDING"), meta.get("result")
+
+
+async def await_chat(pending: AsyncResult) -> dict[str, Any]:
+    """The worker's answer; polls the result backend (SQLite or Redis) from the event loop."""
     timeout = get_settings().completion_timeout_s
     deadline = time.monotonic() + timeout
-    while not await run_in_threadpool(pending.ready):
-        if time.monotonic() >= deadline:
-            await run_in_threadpool(pending.revoke)
-            raise APIError(
-                504,
-                f"No inference worker answered within {timeout:.0f} s; the request expires unanswered.",
-                code="worker_timeout",
-            )
+    while True:
+        status, result = await read_task(pending)
+        if status == "SUCCESS":
+            return result
+        if status in ("FAILURE", "REVOKED"):
+            raise _generation_error(result)
+        if time.monotonic() > deadline:
+            await asyncio.to_thread(pending.revoke)
+            raise _timeout_error(timeout)
         await asyncio.sleep(POLL_INTERVAL_S)
-    answer = await run_in_threadpool(pending.get, propagate=False)
-    if pending.failed():
-        raise APIError(
-            500, f"Generation failed on the worker: {answer}", code="generation_failed", type="server_error"
-        )
-    return dict(answer)
 
 
-def completion_object(model: str, answer: dict[str, Any]) -> dict[str, Any]:
-    created = int(time.time())
-    return {
-        "id": f"chatcmpl-{secrets.token_hex(12)}",
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "system_fingerprint": None,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": answer["content"], "refusal": None},
-                "finish_reason": answer["finish_reason"],
-                "logprobs": None,
-            }
+def completion_body(model: str, target: dict[str, Any], answer: dict[str, Any]) -> schemas.ChatCompletion:
+    logprobs = answer.get("logprobs")
+    return schemas.ChatCompletion(
+        id=completion_id(),
+        created=int(time.time()),
+        model=model,
+        system_fingerprint=fingerprint(target),
+        choices=[
+            schemas.Choice(
+                index=0,
+                message=schemas.AssistantMessage(content=answer["content"]),
+                finish_reason=answer["finish_reason"],
+                logprobs=schemas.ChoiceLogprobs(content=logprobs) if logprobs is not None else None,
+            )
         ],
-        "usage": {
-            "prompt_tokens": answer["prompt_tokens"],
-            "completion_tokens": answer["completion_tokens"],
-            "total_tokens": answer["prompt_tokens"] + answer["completion_tokens"],
-        },
-    }
+        usage=usage(answer["prompt_tokens"], answer["completion_tokens"]),
+    )
+
+
+def completion_id() -> str:
+    return f"chatcmpl-{secrets.token_hex(12)}"
+
+
+def fingerprint(target: dict[str, Any]) -> str:
+    """OpenAI's system_fingerprint: changes when what serves the model does (base, adapter, quantization)."""
+    digest = hashlib.sha256(json.dumps(target, sort_keys=True).encode()).hexdigest()
+    return f"fp_{digest[:10]}"
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> schemas.Usage:
+    return schemas.Usage(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        total_tokens=prompt_tokens + completion_tokens,
+    )

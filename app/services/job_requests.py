@@ -1,9 +1,10 @@
 """An OpenAI fine-tuning request -> a RunConfig.
 
 OpenAI's three hyperparameters map onto the classic names (n_epochs ->
-num_train_epochs, batch_size -> per_device_train_batch_size,
-learning_rate_multiplier -> a multiple of the classic recipe's 2e-4, whatever the preset); every other
-RunConfig field may be sent by its own name in the same hyperparameters object.
+num_train_epochs, batch_size -> per_device_train_batch_size, learning_rate_multiplier ->
+a multiple of the learning rate "auto" picks for the model); every other RunConfig
+field may be sent by its own name in the same hyperparameters object. OpenAI's names keep
+OpenAI's bounds (n_epochs 1-50, batch_size 1-256), and errors name the field as it was sent.
 Fields not sent take the preset's value: the classic recipe, or the CPU demo preset
 when the model is the built-in demo model (the classic recipe would crawl on a CPU).
 """
@@ -11,15 +12,18 @@ when the model is the built-in demo model (the classic recipe would crawl on a C
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from app.errors import APIError, config_validation_error
+from app.errors import APIError, describe_validation_errors
 from app.run_config import MODEL_PRESETS, PRESETS, RunConfig
+from app.services import integrations
 
 CLASSIC_LEARNING_RATE: float = RunConfig.model_fields["learning_rate"].default
+# OpenAI's name -> the run config's, and the bounds OpenAI's spec gives it.
 OPENAI_NAMES = {"n_epochs": "num_train_epochs", "batch_size": "per_device_train_batch_size"}
+OPENAI_BOUNDS = {"n_epochs": (1, 50), "batch_size": (1, 256)}
 # Fields of the request itself, not hyperparameters: sending them inside
 # hyperparameters would be ambiguous.
 REQUEST_FIELDS = {"model_name", "dataset", "validation_dataset", "seed"}
@@ -29,6 +33,9 @@ METADATA_MAX_KEYS = 16
 METADATA_MAX_KEY_CHARS = 64
 METADATA_MAX_VALUE_CHARS = 512
 SUFFIX_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+SUPPORTED_METHODS = ("supervised",)
+# OpenAI keeps a checkpoint per epoch, the last three: a job that asks for no other saving gets that.
+EPOCH_CHECKPOINTS_KEPT = 3
 
 
 class SupervisedMethod(BaseModel):
@@ -38,7 +45,7 @@ class SupervisedMethod(BaseModel):
 
 class Method(BaseModel):
     model_config = ConfigDict(extra="allow")
-    type: Literal["supervised"] = "supervised"
+    type: str = Field(default="supervised", description="supervised (dpo and reinforcement: a 400)")
     supervised: SupervisedMethod | None = None
 
 
@@ -68,7 +75,11 @@ class JobCreate(BaseModel):
         default=None, description="Deprecated by OpenAI; use method."
     )
     method: Method | None = None
-    integrations: list[Any] | None = None
+    integrations: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="OpenAI's [{type: wandb, wandb: {project, name, entity, tags}}]: accepted where "
+        "the wandb package and a key (or offline mode) are configured, else refused (400).",
+    )
 
     @field_validator("metadata")
     @classmethod
@@ -87,6 +98,54 @@ class JobCreate(BaseModel):
         return value
 
 
+def auto_learning_rate(model: str) -> float:
+    """The learning rate 'auto' means for this model: its default preset's."""
+    preset = PRESETS[MODEL_PRESETS.get(model, "classic")]
+    return float(preset.get("learning_rate", CLASSIC_LEARNING_RATE))
+
+
+def _check_method(method: Method | None) -> None:
+    if method is not None and method.type not in SUPPORTED_METHODS:
+        raise APIError(
+            400,
+            f"Fine-tuning method '{method.type}' is not supported: Loraboard trains supervised "
+            "fine-tuning (QLoRA) only; send method.type 'supervised'.",
+            param="method.type",
+            code="unsupported_method",
+        )
+
+
+def _openai_value(name: str, value: Any) -> Any:
+    """'auto' or an integer within OpenAI's bounds for n_epochs / batch_size."""
+    if value == "auto":
+        return value
+    low, high = OPENAI_BOUNDS[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise APIError(
+            400,
+            f"{name} must be 'auto' or an integer from {low} to {high}; got {value!r}",
+            param=name,
+            code="invalid_hyperparameters",
+        )
+    return value
+
+
+def _learning_rate(model: str, multiplier: Any) -> float:
+    if (
+        isinstance(multiplier, bool)
+        or not isinstance(multiplier, int | float)
+        or not math.isfinite(multiplier)
+        or multiplier <= 0
+    ):
+        raise APIError(
+            400,
+            "learning_rate_multiplier must be a positive number or 'auto'",
+            param="learning_rate_multiplier",
+            code="invalid_hyperparameters",
+        )
+    return auto_learning_rate(model) * multiplier
+
+
 def _storable(text: str) -> bool:
     # PostgreSQL refuses NUL in text, and a lone surrogate cannot be encoded as UTF-8.
     try:
@@ -97,6 +156,8 @@ def _storable(text: str) -> bool:
 
 
 def run_config_from_request(request: JobCreate) -> RunConfig:
+    _check_method(request.method)
+    integration_values = integrations.config_values(request.integrations)
     hyperparameters = dict(request.hyperparameters or {})
     if request.method and request.method.supervised:
         hyperparameters.update(request.method.supervised.hyperparameters)
@@ -109,13 +170,15 @@ def run_config_from_request(request: JobCreate) -> RunConfig:
 
     for name in REQUEST_FIELDS & hyperparameters.keys():
         raise APIError(400, f"'{name}' is a field of the request, not a hyperparameter", param=name)
+    sent_as: dict[str, str] = {}  # run config field -> the OpenAI name the user sent it as
     multiplier = hyperparameters.pop("learning_rate_multiplier", "auto")
     for openai_name, name in OPENAI_NAMES.items():
-        value = hyperparameters.pop(openai_name, "auto")
+        value = _openai_value(openai_name, hyperparameters.pop(openai_name, "auto"))
         if value != "auto":
             if name in hyperparameters:
                 raise APIError(400, f"Send either {openai_name} or {name}, not both", param=openai_name)
             hyperparameters[name] = value
+            sent_as[name] = openai_name
     values.update(hyperparameters)
     if multiplier != "auto":
         if "learning_rate" in hyperparameters:
@@ -124,19 +187,13 @@ def run_config_from_request(request: JobCreate) -> RunConfig:
                 "Send either learning_rate_multiplier or learning_rate, not both",
                 param="learning_rate_multiplier",
             )
-        if (
-            not isinstance(multiplier, int | float)
-            or isinstance(multiplier, bool)
-            or not math.isfinite(multiplier)
-            or multiplier <= 0
-        ):
-            raise APIError(
-                400,
-                "learning_rate_multiplier must be a positive number or 'auto'",
-                param="learning_rate_multiplier",
-            )
-        values["learning_rate"] = CLASSIC_LEARNING_RATE * multiplier
+        values["learning_rate"] = _learning_rate(request.model, multiplier)
+        sent_as["learning_rate"] = "learning_rate_multiplier"
 
+    if not {"save_steps", "save_every_epoch"} & hyperparameters.keys():
+        values["save_every_epoch"] = True
+        values.setdefault("save_total_limit", EPOCH_CHECKPOINTS_KEPT)
+    values.update(integration_values)
     values.update(
         model_name=request.model, dataset=request.training_file, validation_dataset=request.validation_file
     )
@@ -145,4 +202,17 @@ def run_config_from_request(request: JobCreate) -> RunConfig:
     try:
         return RunConfig(**values)
     except ValidationError as error:
-        raise config_validation_error(error) from error
+        raise _public_error(error, sent_as) from error
+
+
+def _public_error(error: ValidationError, sent_as: dict[str, str]) -> APIError:
+    """The config's complaint, naming each field as the request named it (n_epochs, not num_train_epochs)."""
+    details = []
+    for item in error.errors():
+        location = tuple(sent_as.get(str(part), part) for part in item.get("loc", ()))
+        message = item.get("msg", "")
+        for name, public in sent_as.items():
+            message = message.replace(name, public)
+        details.append({**item, "loc": location, "msg": message})
+    message, param = describe_validation_errors(details)
+    return APIError(400, f"Invalid hyperparameters: {message}", param=param, code="invalid_hyperparameters")

@@ -16,13 +16,20 @@ from sqlmodel import Session, col, func, select
 from app.errors import APIError, not_found
 from app.models import Checkpoint, DataFile, Event, Metric, Run, RunStatus, utcnow
 from app.run_config import RunConfig
+from app.services import webhooks
 from app.services.model_availability import check_model_available
 from app.services.ownership import new_owner, only_visible, visible
 from app.services.sources import check_source
 
-ACTIVE_STATUSES = (RunStatus.queued, RunStatus.running, RunStatus.cancelling, RunStatus.pausing)
-# A worker is training the run in these states.
-WORKER_STATUSES = (RunStatus.running, RunStatus.cancelling, RunStatus.pausing)
+ACTIVE_STATUSES = (
+    RunStatus.queued,
+    RunStatus.validating_files,
+    RunStatus.running,
+    RunStatus.cancelling,
+    RunStatus.pausing,
+)
+# A worker holds the run in these states.
+WORKER_STATUSES = (RunStatus.validating_files, RunStatus.running, RunStatus.cancelling, RunStatus.pausing)
 RESUMABLE_STATUSES = (RunStatus.paused, RunStatus.cancelled, RunStatus.failed)
 _MODEL_REF = re.compile(r":(?P<run_id>ftjob-[0-9a-f]+)(?::ckpt-step-(?P<step>\d+))?$")
 
@@ -285,7 +292,9 @@ def add_event(
     type: str = "message",
     data: dict[str, Any] | None = None,
 ) -> None:
-    session.add(Event(run_id=run_id, message=message, level=level, type=type, data=data))
+    # OpenAI's levels are info, warn and error; the training code's logging habit says "warning".
+    level = "warn" if level == "warning" else level
+    session.add(Event(run_id=run_id, message=message, level=level, type=type, data=data or {}))
 
 
 def _transition(session: Session, run_id: str, allowed: tuple[RunStatus, ...], **values: Any) -> bool:
@@ -314,6 +323,7 @@ def cancel_run(session: Session, run_id: str) -> Run:
     ):
         add_event(session, run_id, "Job cancelled before it started")
         session.commit()
+        webhooks.notify(session, run_id, "cancelled")
         if run.task_id:
             from worker.celery_app import celery_app
 
@@ -323,8 +333,12 @@ def cancel_run(session: Session, run_id: str) -> Run:
     ):
         add_event(session, run_id, "Paused job cancelled; its checkpoints are kept")
         session.commit()
+        webhooks.notify(session, run_id, "cancelled")
     elif _transition(
-        session, run_id, (RunStatus.running, RunStatus.pausing), status=RunStatus.cancelling.value
+        session,
+        run_id,
+        (RunStatus.validating_files, RunStatus.running, RunStatus.pausing),
+        status=RunStatus.cancelling.value,
     ):
         add_event(session, run_id, "Cancel requested; the worker stops at the next step")
         session.commit()
@@ -381,13 +395,14 @@ def resume_run(session: Session, run_id: str) -> Run:
 
 
 def mark_running(session: Session, run_id: str, worker: str, task_id: str | None) -> bool:
-    """Claim a queued run for this worker; False if it was cancelled or taken meanwhile."""
+    """Claim a queued run for this worker (validating_files until training starts); False if it
+    was cancelled or taken meanwhile."""
     now = utcnow()
     claimed = _transition(
         session,
         run_id,
         (RunStatus.queued,),
-        status=RunStatus.running.value,
+        status=RunStatus.validating_files.value,
         worker=worker,
         task_id=task_id,
         started_at=now,
@@ -400,9 +415,16 @@ def mark_running(session: Session, run_id: str, worker: str, task_id: str | None
         eta_at=None,
     )
     if claimed:
-        add_event(session, run_id, f"Training started on worker {worker}")
+        add_event(session, run_id, f"Worker {worker} took the job: validating the training files")
         session.commit()
     return claimed
+
+
+def mark_training(session: Session, run_id: str) -> None:
+    """The data checked and loaded, the model built: the first step is next."""
+    if _transition(session, run_id, (RunStatus.validating_files,), status=RunStatus.running.value):
+        add_event(session, run_id, "Files validated; training started")
+        session.commit()
 
 
 def heartbeat(session: Session, run_id: str) -> None:
@@ -424,7 +446,7 @@ def mark_succeeded(session: Session, run_id: str, *, trained_tokens: int, result
     runtime = dict(run.runtime)
     if result_file_id:
         runtime["result_files"] = [result_file_id]
-    _transition(
+    succeeded = _transition(
         session,
         run_id,
         WORKER_STATUSES,
@@ -436,12 +458,15 @@ def mark_succeeded(session: Session, run_id: str, *, trained_tokens: int, result
     )
     add_event(session, run_id, "The job has successfully completed")
     session.commit()
+    if succeeded:
+        webhooks.notify(session, run_id, "succeeded")
 
 
 def mark_cancelled(session: Session, run_id: str, step: int) -> None:
-    _transition(session, run_id, WORKER_STATUSES, status=RunStatus.cancelled.value, finished_at=utcnow())
-    add_event(session, run_id, f"Job cancelled at step {step}; checkpoints saved so far are kept")
-    session.commit()
+    if _transition(session, run_id, WORKER_STATUSES, status=RunStatus.cancelled.value, finished_at=utcnow()):
+        add_event(session, run_id, f"Job cancelled at step {step}; checkpoints saved so far are kept")
+        session.commit()
+        webhooks.notify(session, run_id, "cancelled")
 
 
 def mark_stopped(session: Session, run_id: str, step: int) -> None:
@@ -456,7 +481,7 @@ def mark_stopped(session: Session, run_id: str, step: int) -> None:
 def mark_failed(
     session: Session, run_id: str, message: str, *, code: str = "training_error", param: str | None = None
 ) -> None:
-    _transition(
+    failed = _transition(
         session,
         run_id,
         ACTIVE_STATUSES,
@@ -468,6 +493,8 @@ def mark_failed(
     )
     add_event(session, run_id, f"Job failed: {message}", level="error")
     session.commit()
+    if failed:
+        webhooks.notify(session, run_id, "failed")
 
 
 def discard_metrics_after(session: Session, run_id: str, step: int) -> None:
@@ -489,10 +516,15 @@ def latest_checkpoint(session: Session, run_id: str) -> Checkpoint | None:
 def requeue_orphan(session: Session, run_id: str, reason: str) -> bool:
     """A running run whose worker vanished goes back to the queue; it resumes from its last checkpoint."""
     requeued = _transition(
-        session, run_id, (RunStatus.running,), status=RunStatus.queued.value, worker=None, heartbeat_at=None
+        session,
+        run_id,
+        (RunStatus.validating_files, RunStatus.running),
+        status=RunStatus.queued.value,
+        worker=None,
+        heartbeat_at=None,
     )
     if requeued:
-        add_event(session, run_id, f"{reason}; re-queued to resume from its last checkpoint", level="warning")
+        add_event(session, run_id, f"{reason}; re-queued to resume from its last checkpoint", level="warn")
         session.commit()
     return requeued
 

@@ -39,6 +39,11 @@ def test_classic_names_map_onto_the_installed_fields(tmp_path):
     assert (sft["eval_strategy"], sft["eval_steps"]) == ("steps", 7)
     assert sft["train_sampling_strategy"] == "random"
     SFTConfig(**sft)  # accepted as is
+    epochs = map_arguments(RunConfig(save_every_epoch=True, save_total_limit=3), NEW_GPU, tmp_path).sft
+    assert (epochs["save_strategy"], epochs["save_total_limit"]) == ("epoch", 3)
+    both = map_arguments(RunConfig(save_every_epoch=True, save_steps=5), NEW_GPU, tmp_path).sft
+    assert (both["save_strategy"], both["save_steps"]) == ("steps", 5)  # save_steps decides when sent
+    SFTConfig(**epochs)
 
 
 def test_quantization_lora_and_model_kwargs(tmp_path):

@@ -28,8 +28,15 @@ def test_openai_names_map_onto_classic_names() -> None:
     )
     assert config.num_train_epochs == 3
     assert config.per_device_train_batch_size == 2
-    assert config.learning_rate == pytest.approx(1e-4)
+    # The multiplier scales the learning rate "auto" picks for the model: the demo preset's 1e-3.
+    assert config.learning_rate == pytest.approx(0.5 * DEMO_OVERRIDES["learning_rate"])
     assert config.lora_r == 8
+    classic = JobCreate(
+        model="NousResearch/Llama-2-7b-chat-hf",
+        training_file="x/y",
+        method={"type": "supervised", "supervised": {"hyperparameters": {"learning_rate_multiplier": 0.5}}},
+    )
+    assert run_config_from_request(classic).learning_rate == pytest.approx(1e-4)
 
 
 def test_auto_keeps_the_preset() -> None:

@@ -10,7 +10,7 @@ from app.db import get_engine
 from app.migrate import upgrade
 from app.models import Metric, Run
 from app.run_config import RunConfig
-from app.services.runs import create_run, mark_running, progress
+from app.services.runs import create_run, mark_running, mark_training, progress
 from worker.recorder import DatabaseReporter
 from worker.training.reporting import MetricValues
 
@@ -20,6 +20,8 @@ def test_each_log_stores_the_workers_estimate_on_the_run() -> None:
     with Session(get_engine()) as session:
         run = create_run(session, RunConfig(model_name="demo-tiny-llama", dataset="demo-antonyms"))
         assert mark_running(session, run.id, "training@unit", None)
+        mark_training(session, run.id)  # the trainer has begun: validating_files -> running
+        session.refresh(run)
         run.total_steps = 100
         session.add(run)
         session.commit()

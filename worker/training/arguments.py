@@ -9,7 +9,7 @@ an older or newer transformers/trl is mapped too:
     group_by_length  -> train_sampling_strategy="group_by_length" (transformers 5), else group_by_length
     gradient_checkpointing -> activation_checkpointing (transformers 5.x), else gradient_checkpointing
     max_seq_length   -> max_length (trl >= 0.20), else max_seq_length; None -> trl's own default (1024)
-    save_steps = 0   -> save_strategy="no"
+    save_steps = 0   -> save_strategy="no" (or "epoch" with save_every_epoch)
     validation data  -> eval_strategy="steps" (or evaluation_strategy on old versions)
 
 On a CPU-only worker, GPU-only settings are MAPPED, not refused, each with a
@@ -250,6 +250,9 @@ def _sft_kwargs(config: RunConfig, checkpoints_dir: Path, has_eval: bool) -> dic
         kwargs.update(
             save_strategy="steps", save_steps=config.save_steps, save_total_limit=config.save_total_limit
         )
+    elif config.save_every_epoch:
+        # The Trainer also saves at the end of a last, partial epoch (max_steps mid-epoch).
+        kwargs.update(save_strategy="epoch", save_total_limit=config.save_total_limit)
     else:
         kwargs["save_strategy"] = "no"
 

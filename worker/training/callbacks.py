@@ -44,6 +44,8 @@ class ReporterCallback(TrainerCallback):
         self._step_clock = time.perf_counter()
         self._tokens_at_step = 0
         self._planned_tokens: int | None = None
+        # A checkpoint's metrics under OpenAI's names (FineTuningJobCheckpoint.metrics).
+        self._openai_metrics: dict[str, float] = {}
 
     # --- training starts (fresh or resumed) -----------------------------------
     def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
@@ -52,6 +54,10 @@ class ReporterCallback(TrainerCallback):
         self._drop_rows_after(state.global_step)
         self._step_times.clear()  # this attempt's pace only: a resumed run may run on another GPU
         self._planned_tokens = _planned_tokens(train_dataloader, state.max_steps, args)
+        # The data loaded and the model built: the job leaves validating_files (when the reporter tracks it).
+        training_started = getattr(self.reporter, "training_started", None)
+        if training_started is not None:
+            training_started()
 
     # --- metrics ---------------------------------------------------------------
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -73,9 +79,13 @@ class ReporterCallback(TrainerCallback):
             **_gpu_memory_mb(),
         )
         self._report(values)
+        self._remember_openai_metrics(logs, "train_")
         self._clock, self._tokens_at_clock = now, tokens
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self._remember_openai_metrics(
+            {key.removeprefix("eval_"): value for key, value in (metrics or {}).items()}, "valid_"
+        )
         if metrics and "eval_loss" in metrics:
             self._report(
                 MetricValues(
@@ -89,7 +99,7 @@ class ReporterCallback(TrainerCallback):
         # Called after the Trainer wrote checkpoint-N and applied save_total_limit.
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if path.is_dir():
-            self.reporter.checkpoint(state.global_step, path, dict(self.latest))
+            self.reporter.checkpoint(state.global_step, path, {**self.latest, **self._openai_metrics})
             self._known_checkpoints.add(path)
         self._report_removed()
         self._restart_clock(state)
@@ -112,6 +122,12 @@ class ReporterCallback(TrainerCallback):
                 control.should_save = True
 
     # --- helpers -------------------------------------------------------------------
+    def _remember_openai_metrics(self, logs: dict[str, Any], prefix: str) -> None:
+        """loss and trl's mean_token_accuracy, as train_*/valid_* (the latest of each)."""
+        for name in ("loss", "mean_token_accuracy"):
+            if isinstance(logs.get(name), int | float):
+                self._openai_metrics[prefix + name] = float(logs[name])
+
     def _report(self, values: MetricValues) -> None:
         # transformers' NaN filter hides a non-finite step in the mean; a whole log that is NaN
         # (or a NaN gradient norm) means the run diverged: it fails, it must not "succeed".

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +45,20 @@ def generate_chat(
     top_p: float = 1.0,
     seed: int | None = None,
     stop: list[str] | None = None,
+    logprobs: bool = False,
+    top_logprobs: int = 0,
+    on_piece: Callable[[dict], None] | None = None,
 ) -> dict:
-    """{"content", "finish_reason" ("stop" | "length"), "prompt_tokens", "completion_tokens"}.
+    """{"content", "finish_reason" ("stop" | "length"), "prompt_tokens", "completion_tokens",
+    "pieces", "logprobs"}.
 
     quantization: bnb_4bit_compute_dtype, bnb_4bit_quant_type, use_nested_quant (the run config's names).
-    temperature 0 = greedy decoding.
+    temperature 0 = greedy decoding. on_piece receives each piece of text as soon as it is final
+    (worker/token_stream.py); logprobs: each token's log-probability and its top_logprobs rivals.
     """
     import torch
+
+    from worker.token_stream import LogprobRecorder, TokenStream
 
     with _lock:
         base_path = resolve_model(base_model, models_dir)
@@ -60,11 +68,18 @@ def generate_chat(
 
         prompt = render_chat_prompt(messages, tokenizer)
         inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
+        recorder = LogprobRecorder() if logprobs else None
+        stream = TokenStream(
+            tokenizer, stop=stop, recorder=recorder, top_logprobs=top_logprobs, on_piece=on_piece
+        )
         generation: dict[str, Any] = {
             "max_new_tokens": max_tokens,
             "pad_token_id": tokenizer.pad_token_id,
             "eos_token_id": tokenizer.eos_token_id,
+            "streamer": stream,
         }
+        if recorder is not None:
+            generation["logits_processor"] = [recorder]
         if temperature > 0:
             generation.update(do_sample=True, temperature=temperature, top_p=top_p)
         else:
@@ -78,16 +93,13 @@ def generate_chat(
 
     new_tokens = output[0, inputs["input_ids"].shape[1] :].tolist()
     ended_on_eos = bool(new_tokens) and new_tokens[-1] == tokenizer.eos_token_id
-    content = tokenizer.decode(new_tokens, skip_special_tokens=True)
-    stopped_on_string = False
-    for marker in stop or []:
-        if marker in content:
-            content, stopped_on_string = content[: content.index(marker)], True
     return {
-        "content": content.strip(),
-        "finish_reason": "stop" if ended_on_eos or stopped_on_string else "length",
+        "content": stream.content,
+        "finish_reason": "stop" if ended_on_eos or stream.stopped_on_string else "length",
         "prompt_tokens": int(inputs["input_ids"].shape[1]),
         "completion_tokens": len(new_tokens),
+        "pieces": stream.pieces,
+        "logprobs": [entry for piece in stream.pieces for entry in piece["logprobs"]] if logprobs else None,
     }
 
 
