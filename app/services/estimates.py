@@ -289,9 +289,8 @@ def dequantized_layer_bytes(shape: ModelShape, config: RunConfig) -> int:
     run's model in bfloat16 and, from COMPILE_MIN_HIDDEN_SIZE up, compiles its decoder
     layers, which dequantize their 4-bit weights inside the graph
     (worker/training/acceleration.py). While a layer is recomputed in the backward pass its
-    weights live in bfloat16 for the input-gradient matmuls. Measured on the 7B shape: that
-    path's peaks were 0.08-0.81 GiB above the earlier path's (bench/RESULTS.md, round 9);
-    one layer is 0.38 GiB.
+    weights live in bfloat16 for the input-gradient matmuls: one such layer is counted (0.38
+    GiB on the 7B shape; the measured peaks are in bench/RESULTS.md).
     """
     from worker.training.acceleration import COMPILE_MIN_HIDDEN_SIZE
 
