@@ -174,6 +174,12 @@ def main() -> int:
     parser.add_argument(
         "--compiled", action="store_true", help="also Loraboard with compiled layers forced on"
     )
+    parser.add_argument(
+        "--disable", nargs="*", default=[], help="Loraboard features to leave off (ablations)"
+    )
+    parser.add_argument(
+        "--paths", nargs="*", default=None, help="which paths to train (default: all asked for)"
+    )
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     import torch
@@ -187,10 +193,11 @@ def main() -> int:
     variants = {**CONTROLS, **COMPILED}
     paths = ["reference", "loraboard"] + (list(COMPILED) if args.compiled else [])
     paths += list(CONTROLS) if args.controls else []
+    paths = args.paths or paths
     overrides = {"model_name": args.model_dir} if args.model_dir else {}
     if args.compute_dtype:
         overrides["bnb_4bit_compute_dtype"] = args.compute_dtype
-    result["preset"], result["overrides"] = args.preset, overrides
+    result["preset"], result["overrides"], result["disabled"] = args.preset, overrides, args.disable
     for path in paths:
         trainer, seed_offset, perturbation = variants.get(path, (path, 0, contextlib.nullcontext))
         config = preset_config(
@@ -204,7 +211,14 @@ def main() -> int:
         reporter = MemoryReporter()
         started = time.perf_counter()
         with perturbation():
-            run_training(config, scratch / path, reporter, DataSources(train=DEMO_DATASET_ID), models_dir)
+            run_training(
+                config,
+                scratch / path,
+                reporter,
+                DataSources(train=DEMO_DATASET_ID),
+                models_dir,
+                disable_acceleration=frozenset(args.disable),
+            )
         train_seconds = time.perf_counter() - started
         clear_cache()
         result[path] = {

@@ -218,7 +218,8 @@ def test_quick_start_on_a_real_model_then_a_conversation(stack_factory, smollm2)
             page.fill("#c-prompt", "What is the opposite of hot?")
             page.click("#send-button")
             first = page.locator(".exchange").nth(0)
-            expect(first.get_by_test_id("answer-base").locator(".content")).to_be_visible(timeout=120_000)
+            # Both answers stream in; each is marked done when its stream ends.
+            expect(first.locator(".content[data-done]")).to_have_count(2, timeout=120_000)
             adapter_says = first.get_by_test_id("answer-adapter").locator(".content").inner_text().strip()
             base_says = first.get_by_test_id("answer-base").locator(".content").inner_text().strip()
             assert adapter_says.lower().rstrip(".") == "cold", adapter_says  # the bare word, as it was taught
@@ -229,6 +230,7 @@ def test_quick_start_on_a_real_model_then_a_conversation(stack_factory, smollm2)
             expect(page.locator(".exchange")).to_have_count(2, timeout=120_000)
             second = page.locator(".exchange").nth(1)
             expect(second.locator("p.you")).to_contain_text("And the opposite of early?")
+            expect(second.locator(".content[data-done]")).to_have_count(2, timeout=120_000)
             followup = second.get_by_test_id("answer-adapter").locator(".content").inner_text().strip()
             assert followup.lower().rstrip(".") == "late", followup
             shoot(page, "05-playground")
