@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from tests.openai_spec import assert_conforms
-from tests.stack import Stack
+from tests.stack import ADMIN_HEADERS, ADMIN_KEY, Stack
 
 QUESTION = [{"role": "user", "content": "What is the opposite of hot?"}]
 BASE = "demo-tiny-llama"  # the base model alone: random weights, so it rambles to max_tokens
@@ -24,7 +24,9 @@ BASE = "demo-tiny-llama"  # the base model alone: random weights, so it rambles 
 def raw_events(stack: Stack, body: dict) -> list[tuple[float, str]]:
     """(arrival time, data) of each server-sent event, as they come off the socket."""
     events = []
-    with httpx.stream("POST", f"{stack.base_url}/v1/chat/completions", json=body, timeout=300) as response:
+    with httpx.stream(
+        "POST", f"{stack.base_url}/v1/chat/completions", json=body, headers=ADMIN_HEADERS, timeout=300
+    ) as response:
         assert response.status_code == 200 and response.headers["content-type"].startswith(
             "text/event-stream"
         )
@@ -38,7 +40,7 @@ def raw_events(stack: Stack, body: dict) -> list[tuple[float, str]]:
 @pytest.mark.parametrize("backend", ["sqlite", "postgres-redis"])
 def test_official_client_streams_chat(stack_factory, backend: str) -> None:
     stack = stack_factory(backend, workers=("inference",))
-    client = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key="x", max_retries=0, timeout=300)
+    client = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key=ADMIN_KEY, max_retries=0, timeout=300)
     options = {"model": BASE, "messages": QUESTION, "temperature": 0, "max_tokens": 120}
 
     whole = client.chat.completions.create(**options, logprobs=True, top_logprobs=2)
@@ -47,7 +49,10 @@ def test_official_client_streams_chat(stack_factory, backend: str) -> None:
     assert_conforms(
         "CreateChatCompletionResponse",
         httpx.post(
-            f"{stack.base_url}/v1/chat/completions", json={**options, "logprobs": True}, timeout=300
+            f"{stack.base_url}/v1/chat/completions",
+            json={**options, "logprobs": True},
+            headers=ADMIN_HEADERS,
+            timeout=300,
         ).json(),
     )
 

@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from tests.openai_spec import assert_conforms
+from tests.stack import ADMIN_HEADERS, ADMIN_KEY
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "demo"
 FINAL = {"succeeded", "failed", "cancelled"}
@@ -23,8 +24,8 @@ FINAL = {"succeeded", "failed", "cancelled"}
 @pytest.mark.slow
 def test_every_body_of_a_trained_job_follows_openais_spec(stack_factory) -> None:
     stack = stack_factory("sqlite")
-    api = httpx.Client(base_url=f"{stack.base_url}/v1", timeout=300)
-    client = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key="x", max_retries=0, timeout=300)
+    api = httpx.Client(base_url=f"{stack.base_url}/v1", headers=ADMIN_HEADERS, timeout=300)
+    client = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key=ADMIN_KEY, max_retries=0, timeout=300)
 
     def get(path: str, schema: str, **params: object) -> dict:
         response = api.get(path, params=params)

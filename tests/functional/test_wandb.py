@@ -11,12 +11,14 @@ import time
 import openai
 import pytest
 
+from tests.stack import ADMIN_KEY
+
 
 @pytest.mark.slow
 def test_a_job_logs_to_wandb_offline(stack_factory) -> None:
     pytest.importorskip("wandb")
     stack = stack_factory("sqlite", workers=("training",), settings={"LORABOARD_WANDB_MODE": "offline"})
-    client = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key="x", max_retries=0, timeout=300)
+    client = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key=ADMIN_KEY, max_retries=0, timeout=300)
     job = client.fine_tuning.jobs.create(
         model="demo-tiny-llama",
         training_file="demo-antonyms",

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import openai
 import pytest
 
-from tests.stack import free_port
+from tests.stack import ADMIN_KEY, free_port
 
 SECRET = "whsec_" + base64.b64encode(b"loraboard-test-webhook-secret-32b").decode()
 
@@ -79,7 +79,7 @@ def test_signed_webhooks_with_retries(stack_factory) -> None:
         },
     )
     client = openai.OpenAI(
-        base_url=f"{stack.base_url}/v1", api_key="x", webhook_secret=SECRET, max_retries=0, timeout=300
+        base_url=f"{stack.base_url}/v1", api_key=ADMIN_KEY, webhook_secret=SECRET, max_retries=0, timeout=300
     )
     hyperparameters = {"max_steps": 4, "logging_steps": 2, "batch_size": 4}
     method = {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}}
