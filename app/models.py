@@ -112,6 +112,8 @@ class Metric(SQLModel, table=True):
     tokens_seen: int | None = None
     gpu_memory_allocated_mb: float | None = None
     gpu_memory_reserved_mb: float | None = None
+    mean_token_accuracy: float | None = None
+    eval_mean_token_accuracy: float | None = None
 
 
 # The measured values of a metrics row, in the order exports and charts show them.

@@ -81,6 +81,7 @@ def stack_factory(tmp_path: Path, shared_models_dir: Path, request: pytest.Fixtu
         for role in workers:
             stack.start_worker(role)
         stack.start_server()
+        stack.wait_for_workers(workers)
         return stack
 
     yield build

@@ -87,6 +87,26 @@ class Stack:
     def start_worker(self, role: str) -> subprocess.Popen[bytes]:
         return self.start(f"worker-{role}", "-m", "worker", role)
 
+    def wait_for_workers(self, roles: tuple[str, ...], timeout: float = 120) -> None:
+        """Until a worker of each role has announced itself (the server refuses chat with 503 before)."""
+        from sqlalchemy import create_engine, text
+
+        url = (
+            self.env.get("LORABOARD_DATABASE_URL") or f"sqlite:///{self.data_dir.resolve() / 'loraboard.db'}"
+        )
+        engine = create_engine(url)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                with engine.connect() as connection:
+                    names = [row[0] for row in connection.execute(text("SELECT name FROM workers"))]
+                if all(any(name.startswith(f"{role}@") for name in names) for role in roles):
+                    return
+                time.sleep(0.3)
+        finally:
+            engine.dispose()
+        raise RuntimeError(f"workers {roles} did not start; see {self.log_dir}")
+
     def start_server(self) -> None:
         port = free_port()
         self.env["LORABOARD_PORT"] = str(port)

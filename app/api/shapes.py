@@ -135,6 +135,8 @@ def metric_event_data(metric: Metric, total_steps: int | None) -> dict[str, Any]
         "epoch": metric.epoch,
         "train_loss": metric.loss,
         "valid_loss": metric.eval_loss,
+        "train_mean_token_accuracy": metric.mean_token_accuracy,
+        "valid_mean_token_accuracy": metric.eval_mean_token_accuracy,
         "learning_rate": metric.learning_rate,
         "grad_norm": metric.grad_norm,
         "tokens_per_second": metric.tokens_per_second,

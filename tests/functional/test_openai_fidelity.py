@@ -70,8 +70,8 @@ def test_every_body_of_a_trained_job_follows_openais_spec(stack_factory) -> None
     assert any("validating the training files" in message for message in messages)
     assert "Files validated; training started" in messages
     metrics = [event["data"] for event in events["data"] if event["type"] == "metrics"]
-    assert any({"step", "train_loss"} <= data.keys() for data in metrics)
-    assert any("valid_loss" in data for data in metrics)
+    assert any({"step", "train_loss", "train_mean_token_accuracy"} <= data.keys() for data in metrics)
+    assert any({"valid_loss", "valid_mean_token_accuracy"} <= data.keys() for data in metrics)
 
     checkpoints = get(f"/fine_tuning/jobs/{job_id}/checkpoints", "ListFineTuningJobCheckpointsResponse")
     assert [item["step_number"] for item in checkpoints["data"]] == [60, 45, 30]

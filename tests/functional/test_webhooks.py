@@ -112,7 +112,10 @@ def test_signed_webhooks_with_retries(stack_factory) -> None:
 
     # Without a URL of its own a job notifies the deployment's: a failure and a cancel.
     failing = client.fine_tuning.jobs.create(
-        model="demo-tiny-llama", training_file="/nonexistent/data.jsonl", method=method
+        # Accepted (under the allowed root) but missing when the worker looks: the run fails.
+        model="demo-tiny-llama",
+        training_file=str(stack.data_dir / "local" / "missing.jsonl"),
+        method=method,
     )
     assert wait_final(client, failing.id).status == "failed"
     cancelled = client.fine_tuning.jobs.create(

@@ -8,7 +8,7 @@ from sqlmodel import Session, select
 
 from app.db import get_engine
 from app.migrate import upgrade
-from app.models import Metric, Run
+from app.models import Event, Metric, Run
 from app.run_config import RunConfig
 from app.services.runs import create_run, mark_running, mark_training, progress
 from worker.recorder import DatabaseReporter
@@ -55,3 +55,21 @@ def test_each_log_stores_the_workers_estimate_on_the_run() -> None:
         session.expire_all()
         run = session.get(Run, run_id)
         assert run is not None and run.eta_seconds is None and run.eta_at is None
+
+
+def test_metrics_events_carry_openais_names_with_the_token_accuracy() -> None:
+    upgrade()
+    with Session(get_engine()) as session:
+        run = create_run(session, RunConfig(model_name="demo-tiny-llama", dataset="demo-antonyms"))
+        run_id = run.id
+    reporter = DatabaseReporter(run_id)
+    reporter.metrics(MetricValues(step=5, loss=1.25, mean_token_accuracy=0.75))
+    reporter.metrics(MetricValues(step=5, eval_loss=1.5, eval_mean_token_accuracy=0.625))
+    with Session(get_engine()) as session:
+        data = [event.data for event in session.exec(select(Event).where(Event.run_id == run_id)).all()]
+    assert {"step": 5, "train_loss": 1.25, "train_mean_token_accuracy": 0.75}.items() <= next(
+        item for item in data if item and "train_loss" in item
+    ).items()
+    assert {"valid_loss": 1.5, "valid_mean_token_accuracy": 0.625}.items() <= next(
+        item for item in data if item and "valid_loss" in item
+    ).items()

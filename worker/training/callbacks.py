@@ -73,6 +73,7 @@ class ReporterCallback(TrainerCallback):
             loss=logs.get("loss"),
             learning_rate=logs.get("learning_rate"),
             grad_norm=logs.get("grad_norm"),
+            mean_token_accuracy=logs.get("mean_token_accuracy"),
             tokens_per_second=(tokens - self._tokens_at_clock) / elapsed if elapsed > 0 and tokens else None,
             tokens_seen=tokens or None,
             eta_seconds=self._eta_seconds(state),
@@ -89,7 +90,10 @@ class ReporterCallback(TrainerCallback):
         if metrics and "eval_loss" in metrics:
             self._report(
                 MetricValues(
-                    step=state.global_step, epoch=_round(state.epoch), eval_loss=metrics["eval_loss"]
+                    step=state.global_step,
+                    epoch=_round(state.epoch),
+                    eval_loss=metrics["eval_loss"],
+                    eval_mean_token_accuracy=metrics.get("eval_mean_token_accuracy"),
                 )
             )
         self._restart_clock(state)

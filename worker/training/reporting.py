@@ -26,6 +26,9 @@ class MetricValues:
     tokens_seen: int | None = None
     gpu_memory_allocated_mb: float | None = None
     gpu_memory_reserved_mb: float | None = None
+    mean_token_accuracy: float | None = None
+    """Share of the labelled tokens the model predicted right (trl's mean_token_accuracy)."""
+    eval_mean_token_accuracy: float | None = None
     eta_seconds: float | None = None
     """Training time left as estimated at this log (worker/training/eta.py); kept on the run, not a metric."""
 
