@@ -1,11 +1,10 @@
 """bitsandbytes' 4-bit weights dequantized by torch ops, so that Inductor compiles them.
 
 Inside the compiled decoder layers (compiled_layers.py) every 4-bit matmul went through
-bitsandbytes' Python-level custom ops: ~50 us of CPU a call, 640 calls a step on the 7B
-workload, 27 ms of a 214 ms step that the CPU, not the GPU, sets (bench/RESULTS.md,
-round 3's profile). Written in torch ops, every dequantization (the forward's, the
-recompute's and the input gradient's) becomes one generated kernel inside the layer's
-graph, and no bitsandbytes call is left in the layers.
+bitsandbytes' Python-level custom ops, one host-side dispatch per matmul (640 a step on the
+7B workload), time that the CPU, not the GPU, sets (docs/performance.md). Written in torch
+ops, every dequantization (the forward's, the recompute's and the input gradient's) becomes
+one generated kernel inside the layer's graph, and no bitsandbytes call is left in the layers.
 
 The arithmetic is bitsandbytes' own: each byte holds two 4-bit codes (high nibble
 first), each code indexes the 16-entry table of the quant type (NF4 or FP4), and the
@@ -107,8 +106,7 @@ class _Linear4bit(torch.autograd.Function):
     a weight a step, each a generated kernel (bitsandbytes' op, opaque to Inductor, did
     the same for ~30 us of CPU a call more). One exception on Llama: up_proj's gradient
     exists before its recompute, and Inductor fused its two dequantizations there (+57
-    MiB at the 7B workload's peak, 5.877 GiB against the classic recipe's 5.916; read
-    from the H200's generated code, bench/RESULTS.md, round 5).
+    MiB at the 7B workload's peak, still under the classic recipe's; docs/performance.md).
     """
 
     @staticmethod

@@ -22,9 +22,9 @@ the labelled positions (`hidden_states[mask]`, `labels[mask]`), a shape only the
 knows. Here it scores every position instead, as trl does on devices without Triton, and
 zeroes the ignored ones after (`every_position_scored`): the same log-probabilities, loss
 and gradients, for the few padded positions' LM head arithmetic (about 2% of a step's
-per-token work, on a few percent of its positions). On the 7B workload: -1.2% and +1.8%
-tokens/s in two H200 calls (bench/RESULTS.md round 8), kept because a step with no wait
-lets the host run ahead of the GPU.
+per-token work, on a few percent of its positions). Kept although its own gain was within
+the spread (docs/performance.md), because a step with no wait lets the host run ahead of
+the GPU.
 
 Only the plain case is taken over: training mode, trl's default negative log-likelihood
 through its fused LM head, one process. Anything else (evaluation, a custom loss, label
