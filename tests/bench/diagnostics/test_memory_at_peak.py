@@ -1,8 +1,8 @@
-"""bench/memory_at_peak.py: the peak of a recorded allocation trace and what was alive at it."""
+"""bench/diagnostics/memory_at_peak.py: the peak of a recorded allocation trace and what was alive at it."""
 
 from __future__ import annotations
 
-from bench.memory_at_peak import summarize
+from bench.diagnostics.memory_at_peak import summarize
 
 MIB = 2**20
 

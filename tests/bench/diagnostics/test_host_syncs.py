@@ -1,4 +1,4 @@
-"""bench/host_syncs.py: where a training step waits for the GPU, grouped by call site.
+"""bench/diagnostics/host_syncs.py: where a training step waits for the GPU, grouped by call site.
 
 On CPU there is no sync debug mode: the step below raises torch's own warning text and
 calls torch.cuda.synchronize (replaced by a no-op), as a CUDA step's waits would.
@@ -10,7 +10,7 @@ import warnings
 
 import torch
 
-from bench.host_syncs import SYNC_WARNING, HostSyncRecorder
+from bench.diagnostics.host_syncs import SYNC_WARNING, HostSyncRecorder
 from tests.training_support import six_step_trainer
 
 

@@ -1,4 +1,4 @@
-"""bench/step_phases.py: the host's milliseconds per phase of a real transformers training loop."""
+"""bench/diagnostics/step_phases.py: the host's milliseconds per phase of a real transformers training loop."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from bench.step_phases import PHASES, StepPhases
+from bench.diagnostics.step_phases import PHASES, StepPhases
 from tests.training_support import six_step_trainer
 
 

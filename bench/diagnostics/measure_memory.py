@@ -6,8 +6,8 @@ to fill max_seq_length, in its own process so the peaks don't mix, and prints on
 JSON line: the estimate's parts, the measured peak allocated and reserved bytes,
 and seconds per step.
 
-    python bench/measure_memory.py --model-dir /dev/shm/llama7b --build --out results.json
-    python bench/measure_memory.py --tiny          # a CPU smoke run of the script itself
+    python -m bench measure-memory --model-dir /dev/shm/llama7b --build --out results.json
+    python -m bench measure-memory --tiny          # a CPU smoke run of the script itself
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.workload import build_model_dir  # noqa: E402
 
 SEQ_LEN = 1024
 CONFIGS = [  # (lora_r, target_modules, per_device_train_batch_size)
@@ -37,26 +38,7 @@ CONFIGS = [  # (lora_r, target_modules, per_device_train_batch_size)
 
 def build(model_dir: Path, tiny: bool, shape: str) -> None:
     """The benchmark's random Llama-2-shaped model (7B or 13B), with a whitespace tokenizer over its ids."""
-    from run_bench import build_model_dir
-
-    build_model_dir(model_dir, tiny, shape)
-    save_whitespace_tokenizer(model_dir)
-
-
-def save_whitespace_tokenizer(model_dir: Path) -> None:
-    """A tokenizer that reads text "t17 t4021 ..." as the ids 17, 4021, ... of the model in
-    model_dir (run_bench's own tokenizer takes pre-tokenized data: a text is one unknown word)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import AutoConfig, PreTrainedTokenizerFast
-
-    vocab = AutoConfig.from_pretrained(model_dir).vocab_size
-    words = {"<unk>": 0, "<s>": 1, "</s>": 2} | {f"t{i}": i for i in range(3, vocab)}
-    backend = Tokenizer(models.WordLevel(words, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="</s>"
-    )
-    tokenizer.save_pretrained(model_dir)
+    build_model_dir(model_dir, tiny, shape, text_tokenizer=True)
 
 
 def write_data(path: Path, vocab: int, seq_len: int) -> None:

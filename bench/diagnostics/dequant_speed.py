@@ -8,7 +8,7 @@ bytes moved per second against the card's bandwidth. The 7B workload runs 640 of
 step (each layer's seven weights for the forward and for the input gradients, all but
 down_proj's for the recompute; bench/RESULTS.md, round 6).
 
-Usage (GPU machine): python3 bench/dequant_speed.py [--out f.json]
+Usage (GPU machine): python3 -m bench dequant-speed [--out f.json]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

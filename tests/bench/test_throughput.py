@@ -1,19 +1,19 @@
-"""bench/run_bench.py end to end on CPU (--tiny): a variant's JSON carries the host time
+"""bench/throughput.py end to end on CPU (--tiny): a variant's JSON carries the host time
 per phase of its timed steps, and a profiled variant the real tokens of its profiled steps."""
 
 from __future__ import annotations
 
 import json
 
-from bench import run_bench
-from bench.step_phases import PHASES
+from bench import throughput
+from bench.diagnostics.step_phases import PHASES
 from tests.training_support import six_step_trainer
 
 
 def test_a_tiny_run_records_phases_and_the_profiled_steps_tokens(tmp_path) -> None:
     out = tmp_path / "bench.json"
     argv = ["--tiny", "--variants", "reference", "--steps", "5", "--warmup", "2", "--profile", "reference"]
-    assert run_bench.main([*argv, "--out", str(out)]) == 0
+    assert throughput.main([*argv, "--out", str(out)]) == 0
     (result,) = json.loads(out.read_text())
     assert result["timed_steps"] == "3..5"
     phases = result["host_ms_per_phase"]
@@ -26,7 +26,7 @@ def test_a_tiny_run_records_phases_and_the_profiled_steps_tokens(tmp_path) -> No
 def test_profile_window_profiles_the_timed_steps_themselves(tmp_path) -> None:
     out = tmp_path / "bench.json"
     argv = ["--tiny", "--variants", "reference", "--steps", "6", "--warmup", "2", "--profile", "reference"]
-    assert run_bench.main([*argv, "--profile-window", "--out", str(out)]) == 0
+    assert throughput.main([*argv, "--profile-window", "--out", str(out)]) == 0
     (result,) = json.loads(out.read_text())
     assert result["timed_steps"] == "3..6" and result["profile"]["steps"] == 4
     assert sum(result["profile"]["real_tokens_per_step"]) == result["timed_tokens"]
@@ -37,7 +37,7 @@ def test_the_clock_synchronizes_at_the_window_ends_only_or_at_every_step(tmp_pat
     import torch
 
     def train(synced_steps):
-        clock = run_bench.StepClock(synced_steps)
+        clock = throughput.StepClock(synced_steps)
         synchronized: list[int] = []
         clock.sync = lambda: synchronized.append(len(clock.times))  # type: ignore[method-assign]
         trainer = six_step_trainer(

@@ -1,11 +1,11 @@
-"""bench/run_bench.py keeps the stack of a variant that crashes in native code."""
+"""bench/throughput.py keeps the stack of a variant that crashes in native code."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-from bench.run_bench import _fault_report
+from bench.throughput import _fault_report
 
 
 def test_a_segmentation_faults_report_starts_at_the_crashing_threads_stack() -> None:

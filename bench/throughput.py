@@ -1,6 +1,6 @@
 """QLoRA throughput benchmark: the classic recipe against Loraboard's trainer.
 
-Builds the workload of shared/bench/WORKLOAD.md on one CUDA GPU (a Llama-2-7B-shaped
+Builds the workload of docs/workload.md on one CUDA GPU (a Llama-2-7B-shaped
 model with random fp16 weights, saved with save_pretrained and loaded back in 4 bit
 like a user's model; 1000 pre-tokenized random samples with lognormal lengths),
 trains each variant in its own process for --steps optimizer steps and prints one
@@ -11,14 +11,14 @@ JSON line per variant:
   epoch_s        a whole epoch's wall time (--full-epoch), else
   epoch_s_extrapolated  all the data's tokens / tokens_per_s (labelled as such)
   peak_allocated_gib / peak_reserved_gib   during training (after loading)
-  host_ms_per_phase  median host milliseconds per phase of a timed step (bench/step_phases.py)
+  host_ms_per_phase  median host milliseconds per phase of a timed step (bench/diagnostics/step_phases.py)
 
 Timed steps are warmup+1 .. steps (default 9..40). The device is synchronized at the
 ends of the timed window only, so a trainer whose host queues the next step while the
 GPU still runs this one is timed as it trains; --sync-every-step synchronizes at every
-step end instead (rounds 1-6 were timed so: it makes each step wait for the GPU).
+step end instead (each step then waits for the GPU).
 --host-syncs N records where the host waits for the GPU in the N steps after the
-warm-up (bench/host_syncs.py; those steps are slower, so their variant's timing is not
+warm-up (bench/diagnostics/host_syncs.py; those steps are slower, so their variant's timing is not
 a measurement). --profile V profiles variant V in 3 steps after the timed ones (their
 batches may be short ones), or with --profile-window the timed steps themselves (then
 their timing is not a measurement).
@@ -32,16 +32,14 @@ Variants:
   lb+<f>        loraboard with opt-in feature <f> (optimizer, offload; e.g.
                 lb+optimizer+offload, or lb+optimizer+no-compile to leave a default
                 feature off too); see worker/training/acceleration.py
-  lb+x-<e>      loraboard with the bench-only experiment <e> (bench/experiments.py;
-                e.g. lb+x-cudagraphs)
-  <v>@memory    variant <v> with every allocation recorded (bench/memory_at_peak.py):
+  <v>@memory    variant <v> with every allocation recorded (bench/diagnostics/memory_at_peak.py):
                 the result's memory_at_peak says what was alive at the peak; its
                 speed is not a measurement (recording slows the CPU)
 
 Usage (on the GPU machine, after bench/build_gpu_deps.sh here):
-  PYTHONPATH=$PWD/.gpu-deps:$PWD python3 bench/run_bench.py --variants reference,loraboard \
+  PYTHONPATH=$PWD/.gpu-deps:$PWD python3 -m bench throughput --variants reference,loraboard \
       --out bench/results/h100.json
-  python bench/run_bench.py --tiny       # a few seconds on CPU: checks the plumbing
+  python -m bench throughput --tiny       # a few seconds on CPU: checks the plumbing
 """
 
 from __future__ import annotations
@@ -49,8 +47,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
-import random
 import subprocess
 import sys
 import tempfile
@@ -61,102 +57,17 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.step_phases import StepPhases  # noqa: E402  (needs ROOT on the path)
+from bench.diagnostics.step_phases import StepPhases  # noqa: E402  (needs ROOT on the path)
+from bench.workload import (  # noqa: E402
+    MAX_LEN,
+    TINY_MAX_LEN,
+    build_model_dir,
+    make_samples,
+    model_config,
+    sample_lengths,
+)
 
-N_SAMPLES = 1000
-MAX_LEN = 1024
-VOCAB = 32000
-TINY_MAX_LEN = 64  # --tiny: same length draws, capped, so a CPU step takes well under a second
 MEMORY_HISTORY = "memory"  # the variant suffix "@memory"
-FIRST_TOKEN_ID = 3  # 0 <unk>, 1 <s>, 2 </s> (also the pad token, as in the classic recipe)
-
-
-# ---------------------------------------------------------------- workload ---
-
-
-def sample_lengths(n: int = N_SAMPLES, max_len: int = MAX_LEN) -> list[int]:
-    """Lengths of WORKLOAD.md: max(32, min(1024, int(lognormvariate(log 300, 0.8)))), Random(0) in order."""
-    rng = random.Random(0)
-    return [max(32, min(max_len, int(rng.lognormvariate(math.log(300), 0.8)))) for _ in range(n)]
-
-
-def make_samples(lengths: list[int], vocab: int) -> list[list[int]]:
-    """Random token ids, from their own generator so that the lengths stay those of Random(0)."""
-    rng = random.Random(1)
-    return [[rng.randrange(FIRST_TOKEN_ID, vocab) for _ in range(n)] for n in lengths]
-
-
-# Llama-2 shapes: hidden size, MLP size, layers (heads = hidden / 128, as in Llama-2).
-LLAMA2_SHAPES = {"7b": (4096, 11008, 32), "13b": (5120, 13824, 40)}
-
-
-def model_config(tiny: bool, shape: str = "7b"):
-    from transformers import LlamaConfig
-
-    if tiny:
-        return LlamaConfig(
-            vocab_size=512,
-            hidden_size=128,
-            intermediate_size=256,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            rms_norm_eps=1e-5,
-            max_position_embeddings=MAX_LEN,
-            bos_token_id=1,
-            eos_token_id=2,
-            pad_token_id=2,
-        )
-    hidden, intermediate, layers = LLAMA2_SHAPES[shape]
-    return LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=hidden,
-        intermediate_size=intermediate,
-        num_hidden_layers=layers,
-        num_attention_heads=hidden // 128,
-        num_key_value_heads=hidden // 128,
-        rms_norm_eps=1e-5,
-        max_position_embeddings=4096,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
-    )
-
-
-def make_tokenizer(vocab: int):
-    """A word-level tokenizer with the model's vocabulary size: the data come pre-tokenized,
-    the trainer only needs its pad/eos tokens (no hub access on the GPU machine)."""
-    from tokenizers import Tokenizer, models
-    from transformers import PreTrainedTokenizerFast
-
-    words = {"<unk>": 0, "<s>": 1, "</s>": 2} | {f"t{i}": i for i in range(FIRST_TOKEN_ID, vocab)}
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer(models.WordLevel(words, unk_token="<unk>")),
-        unk_token="<unk>",
-        bos_token="<s>",
-        eos_token="</s>",
-    )
-    tok.pad_token = tok.eos_token  # the classic recipe's choice
-    return tok
-
-
-def build_model_dir(path: Path, tiny: bool, shape: str = "7b") -> None:
-    """Random weights made on the device in float16 and saved like a downloaded checkpoint."""
-    import torch
-    from transformers import LlamaForCausalLM
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    cfg = model_config(tiny, shape)
-    t0 = time.perf_counter()
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = LlamaForCausalLM._from_config(cfg, dtype=torch.float16)
-    model.save_pretrained(path)
-    make_tokenizer(cfg.vocab_size).save_pretrained(path)
-    del model
-    if device == "cuda":
-        torch.cuda.empty_cache()
-    print(f"# model built and saved to {path} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
 
 
 # ------------------------------------------------------------------ recipe ---
@@ -220,15 +131,12 @@ def variant_plan(variant: str, hidden_size: int):
         return None
     disable: frozenset[str] = frozenset()
     enable: frozenset[str] = frozenset()
-    experiments: frozenset[str] = frozenset()
     if variant.startswith("lb-no-"):
         disable = frozenset(variant.removeprefix("lb-no-").split("+"))
     elif variant.startswith("lb+"):
-        # lb+optimizer+no-compile: opt-in features, "no-" for default features left off,
-        # "x-" for the bench's own experiments (bench/experiments.py)
+        # lb+optimizer+no-compile: opt-in features, "no-" for default features left off
         words = variant.removeprefix("lb+").split("+")
-        experiments = frozenset(w for w in words if w.startswith("x-"))
-        enable = frozenset(w for w in words if not w.startswith(("no-", "x-")))
+        enable = frozenset(w for w in words if not w.startswith("no-"))
         disable = frozenset(w.removeprefix("no-") for w in words if w.startswith("no-"))
     elif variant != "loraboard":
         raise SystemExit(f"unknown variant {variant!r}")
@@ -245,10 +153,6 @@ def variant_plan(variant: str, hidden_size: int):
         )
     else:
         plan = plan_acceleration("cpu", None, True, False, disable=disable, enable=enable)
-    if experiments:
-        from bench import experiments as bench_experiments
-
-        bench_experiments.apply(plan, experiments)
     return plan
 
 
@@ -357,7 +261,7 @@ def run_variant(args) -> dict:
     trainer.add_callback(clock.callback)
     host_syncs = None
     if args.host_syncs and cuda:
-        from bench.host_syncs import HostSyncRecorder
+        from bench.diagnostics.host_syncs import HostSyncRecorder
 
         host_syncs = HostSyncRecorder(first_step=args.warmup + 1, steps=args.host_syncs)
         host_syncs.install(trainer)
@@ -368,7 +272,7 @@ def run_variant(args) -> dict:
         torch.cuda.reset_peak_memory_stats()
     memory = None
     if recording and cuda:
-        from bench import memory_at_peak
+        from bench.diagnostics import memory_at_peak
 
         before_gib = memory_at_peak.start_recording()
     profile = None

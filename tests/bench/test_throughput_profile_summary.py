@@ -1,4 +1,4 @@
-"""bench/run_bench.py's profile summary: the device's busy time counts each kernel once."""
+"""bench/throughput.py's profile summary: the device's busy time counts each kernel once."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from torch.autograd import DeviceType
 
-from bench.run_bench import device_events
+from bench.throughput import device_events
 
 
 def event(key: str, device_type, device_us: float, annotation: bool = False) -> SimpleNamespace:

@@ -1,11 +1,11 @@
-"""bench/dequant_speed.py times CUDA kernels; on a machine without CUDA it says so and stops."""
+"""bench/diagnostics/dequant_speed.py times CUDA kernels; on a machine without CUDA it says so and stops."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from bench import dequant_speed
+from bench.diagnostics import dequant_speed
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on machines without CUDA")
@@ -15,7 +15,7 @@ def test_without_cuda_it_refuses_with_a_reason() -> None:
 
 
 def test_the_shapes_are_the_7b_projections() -> None:
-    from bench.run_bench import model_config
+    from bench.workload import model_config
 
     config = model_config(tiny=False)
     square = (config.hidden_size, config.hidden_size)

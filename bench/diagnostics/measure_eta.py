@@ -1,14 +1,14 @@
 """The dashboard's ETA after 20 steps against the real end of an epoch.
 
-Trains one epoch of the WORKLOAD.md data (1000 samples with its lognormal lengths,
+Trains one epoch of the workload's data (docs/workload.md) (1000 samples with its lognormal lengths,
 rendered as text for the whitespace tokenizer of measure_memory.py's model) through
 the worker's own trainer with the classic recipe, timestamps every logged step, and
 asks app.services.runs.progress() what it would have shown at step 20: the worker's
 estimate (worker/training/eta.py), and for comparison the older steps-only one. The
 real time left runs to the log of the last step (training's end, before saving).
 
-    python bench/measure_eta.py --model-dir /dev/shm/llama7b --build --out eta.json
-    python bench/measure_eta.py --tiny
+    python -m bench measure-eta --model-dir /dev/shm/llama7b --build --out eta.json
+    python -m bench measure-eta --tiny
 """
 
 from __future__ import annotations
@@ -22,14 +22,12 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from measure_memory import build, save_whitespace_tokenizer  # noqa: E402
-from run_bench import sample_lengths  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from app.models import Run, utcnow  # noqa: E402
 from app.services.runs import progress  # noqa: E402
+from bench.diagnostics.measure_memory import build  # noqa: E402
+from bench.workload import sample_lengths, save_whitespace_tokenizer  # noqa: E402
 from worker.training.reporting import MemoryReporter, MetricValues  # noqa: E402
 
 ETA_AT_STEP = 20
@@ -68,7 +66,7 @@ def main() -> int:
     model_dir = Path(args.model_dir or tempfile.mkdtemp(prefix="loraboard-eta-"))
     if args.build or args.tiny:
         build(model_dir, args.tiny, "7b")
-    else:  # a model dir made by run_bench has a tokenizer for pre-tokenized data: not this text
+    else:  # a model dir made by `throughput` has a tokenizer for pre-tokenized data: not this text
         save_whitespace_tokenizer(model_dir)
     vocab = AutoConfig.from_pretrained(model_dir).vocab_size
     lengths = sample_lengths(200 if args.tiny else 1000, 64 if args.tiny else 1024)
