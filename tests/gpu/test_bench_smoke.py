@@ -1,4 +1,4 @@
-"""On a CUDA machine: bench/run_bench.py end to end on a tiny Llama, a few steps.
+"""On a CUDA machine: bench/throughput.py (python -m bench throughput) end to end on a tiny Llama, a few steps.
 
 Checks that the benchmark runs the reference recipe and Loraboard's trainer in one
 invocation, writes the JSON fields RESULTS.md relies on, and that Loraboard's
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.gpu
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "run_bench.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "throughput.py"
 FIELDS = {
     "variant",
     "card",
@@ -33,7 +33,7 @@ FIELDS = {
 
 
 def run_tiny_bench(tmp_path: Path, *arguments: str) -> dict[str, dict]:
-    """bench/run_bench.py --tiny with `arguments`: each variant's result by name."""
+    """bench/throughput.py (python -m bench throughput) --tiny with `arguments`: each variant's result by name."""
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, str(BENCH), "--tiny", *arguments, "--out", str(out)],
