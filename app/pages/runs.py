@@ -53,6 +53,7 @@ def header_context(session: Session, run: Run) -> dict[str, Any]:
         "progress": runs.progress(run),
         "loss": runs.latest_loss(session, run.id),
         "hint": run_views.failure_hint(run),
+        "startup": run_views.startup_view(run),
         "adapter_ready": adapter_ready,
         "cancellable": not run.run_status.is_final and run.status != RunStatus.cancelling.value,
         "pausable": run.status == RunStatus.running.value,

@@ -143,3 +143,33 @@ def config_differences(page: list[Run]) -> list[dict[str, Any]]:
         if len(page) < 2 or any(value != values[0] for value in values[1:]):
             rows.append({"name": name, "values": values})
     return rows
+
+
+# The phases before step 1, as the worker times them (worker/training/run_timings.py).
+STARTUP_PHASES = (
+    ("model_files_s", "model files"),
+    ("data_s", "data"),
+    ("model_load_s", "loading the model"),
+    ("trainer_s", "tokenizing"),
+)
+
+
+def startup_view(run: Run) -> dict[str, Any]:
+    """What the run's first minute is spent on: the phase now (while no step has ended), or,
+    once step 1 is done, the seconds to it and where they went."""
+    runtime = run.runtime or {}
+    timings = runtime.get("timings") or {}
+    view: dict[str, Any] = {"phase": None, "first_step_s": None, "parts": []}
+    phase = runtime.get("phase")
+    if run.status in (status.value for status in runs.ACTIVE_STATUSES) and isinstance(phase, dict):
+        view["phase"] = {"name": phase.get("name"), "since": phase.get("since")}
+    first_step = timings.get("first_step_s")
+    if isinstance(first_step, int | float):
+        view["first_step_s"] = float(first_step)
+        before = 0.0
+        for key, label in STARTUP_PHASES:
+            if isinstance(timings.get(key), int | float):
+                view["parts"].append((label, float(timings[key])))
+                before += float(timings[key])
+        view["parts"].append(("step 1", max(float(first_step) - before, 0.0)))
+    return view

@@ -89,6 +89,16 @@ def test_metrics_checkpoints_and_the_final_adapter(models_dir, tmp_path):  # noq
     assert runtime["quantization"]["bnb_4bit_quant_type"] == "nf4"
     assert any("device_map" in message for _, message, _ in reporter.events)
 
+    # Where the time went: each phase announced as it starts, then its seconds; step 1 timed.
+    phases = [data["phase"] for _, _, data in reporter.events if data and "phase" in data]
+    assert phases == ["model_files", "data", "model_load", "trainer", "train", "first_step", "save"]
+    timings = runtime["timings"]
+    before_step_one = sum(timings[f"{phase}_s"] for phase in ("model_files", "data", "model_load", "trainer"))
+    assert 0 < before_step_one < timings["first_step_s"] < timings["total_s"]
+    assert timings["train_s"] + timings["save_s"] < timings["total_s"]
+    assert timings["steady_tokens_per_s"] > 0 and "peak_allocated_gib" not in timings  # no GPU here
+    assert runtime["phase"] is None  # finished: no phase is "now"
+
     # A checkpoint is usable on its own, like the final adapter.
     reply = generate_chat(
         DEMO_MODEL_ID,

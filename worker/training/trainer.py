@@ -27,6 +27,7 @@ from worker.training.data import build_datasets
 from worker.training.model_loading import load_base_model, load_tokenizer
 from worker.training.model_sources import resolve_model
 from worker.training.reporting import DataSources, Reporter, TrainingResult
+from worker.training.run_timings import RunTimings
 from worker.training.schedule import derive_schedule
 
 if TYPE_CHECKING:
@@ -47,9 +48,11 @@ def run_training(
     resume_from_checkpoint: str | bool | None = None,
     *,
     disable_acceleration: frozenset[str] = frozenset(),
+    timings: RunTimings | None = None,
 ) -> TrainingResult:
     """Train one run. disable_acceleration: features of acceleration.py left off (the
-    retry after torch.compile failed leaves "compile" off)."""
+    retry after torch.compile failed leaves "compile" off); timings: the run's phase clock,
+    kept by that retry."""
     import torch
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
@@ -61,7 +64,9 @@ def run_training(
     # 1. The model's files, which may be built or fetched first; then seed everything (LoRA
     # init, dropout, data order), so the same seed trains the same whether or not this run
     # is the one that built them.
-    model_path = resolve_model(config.model_name, models_dir, progress=reporter.event)
+    timings = timings or RunTimings(reporter)
+    with timings.phase("model_files", "finding the model's files"):
+        model_path = resolve_model(config.model_name, models_dir, progress=reporter.event)
     set_seed(config.seed)
 
     # 2. Device, acceleration plan, and the run config mapped onto the installed libraries.
@@ -74,8 +79,9 @@ def run_training(
     reporter.runtime(arguments.runtime)
 
     # 3. Tokenizer and data: every sample rendered to prompt/completion (or text).
-    tokenizer = load_tokenizer(model_path)
-    train_dataset, eval_dataset, summary = build_datasets(data.train, data.validation, config, tokenizer)
+    with timings.phase("data", "reading the data"):
+        tokenizer = load_tokenizer(model_path)
+        train_dataset, eval_dataset, summary = build_datasets(data.train, data.validation, config, tokenizer)
     reporter.event(
         f"dataset: {summary.num_samples} samples, format {summary.format}",
         "info",
@@ -83,20 +89,23 @@ def run_training(
     )
 
     # 4. The frozen base (4-bit unless use_4bit is off) with LoRA adapters: the only trainable weights.
-    model = _build_model(model_path, config, arguments, acceleration)
+    with timings.phase("model_load", "loading the base model" + (" in 4 bit" if config.use_4bit else "")):
+        model = _build_model(model_path, config, arguments, acceleration)
 
     # 5. The trainer. trl tokenizes, truncates to max_length and masks the prompt out of the loss.
-    callback = ReporterCallback(reporter, output_dir / "metrics.jsonl")
-    trainer = SFTTrainer(
-        model=model,
-        args=SFTConfig(**arguments.sft),
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        callbacks=[callback],
-    )
-    if acceleration is not None:
-        trainer = acceleration.prepare_training(trainer)
+    compiling = acceleration is not None and acceleration.compile_layers
+    callback = ReporterCallback(reporter, output_dir / "metrics.jsonl", timings, compiling=compiling)
+    with timings.phase("trainer", "tokenizing the data and building the trainer"):
+        trainer = SFTTrainer(
+            model=model,
+            args=SFTConfig(**arguments.sft),
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=tokenizer,
+            callbacks=[callback],
+        )
+        if acceleration is not None:
+            trainer = acceleration.prepare_training(trainer)
     # Derived from the samples trl kept (it drops those truncated to no completion at all).
     num_samples = len(cast(Sized, trainer.train_dataset))
     schedule = derive_schedule(config, num_samples, num_gpus=max(trainer.args.world_size, 1))
@@ -116,8 +125,17 @@ def run_training(
     if resume:
         reporter.event(f"resuming from {resume}")
     compile_failure = None
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()  # the peak of training, not of quantizing the base
+    first_phase = (
+        "step 1: compiling the decoder layers with torch.compile (about a minute the first time "
+        "this model shape trains on this worker's cache; seconds after that)"
+        if compiling
+        else "training"
+    )
     try:
-        trainer.train(resume_from_checkpoint=resume)
+        with timings.phase("train", first_phase):
+            trainer.train(resume_from_checkpoint=resume)
     except torch.OutOfMemoryError as error:
         raise MemoryError(f"{OOM_HINT} ({error})") from error
     except torch._dynamo.exc.TorchDynamoException as error:
@@ -146,7 +164,9 @@ def run_training(
             models_dir,
             resume_from_checkpoint,
             disable_acceleration=disable_acceleration | {dropped},
+            timings=timings,
         )
+    timings.training_done(torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None)
 
     result = TrainingResult(
         adapter_dir=adapter_dir,
@@ -162,11 +182,14 @@ def run_training(
         return result
 
     # 7. Save the adapter (not the base), with everything needed to use and reproduce it.
-    trainer.save_model(str(adapter_dir))
-    tokenizer.save_pretrained(adapter_dir)
-    (adapter_dir / "run_config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2) + "\n")
-    if callback.metrics_path.exists():
-        shutil.copyfile(callback.metrics_path, adapter_dir / "metrics.jsonl")
+    with timings.phase("save", "saving the adapter"):
+        trainer.save_model(str(adapter_dir))
+        tokenizer.save_pretrained(adapter_dir)
+        run_config_json = json.dumps(config.model_dump(mode="json"), indent=2) + "\n"
+        (adapter_dir / "run_config.json").write_text(run_config_json)
+        if callback.metrics_path.exists():
+            shutil.copyfile(callback.metrics_path, adapter_dir / "metrics.jsonl")
+    timings.finished()
     reporter.event(f"adapter saved: {adapter_dir}")
     return result
 
