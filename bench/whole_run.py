@@ -58,7 +58,7 @@ PHASES = ("reference-cold", "loraboard-cold", "loraboard-warm")
 # weights and the tokenizer (worker/training/trainer.py).
 ADAPTER_FILES = ("adapter_model.safetensors", "run_config.json")
 VERSIONED = ("torch", "transformers", "peft", "trl", "bitsandbytes", "triton")
-# What the lead's worker records (runtime["timings"]) and the row names it takes.
+# What the worker records (runtime["timings"], worker/training/run_timings.py) -> the row's names.
 TIMINGS = {
     "steady_tokens_per_s": "tokens_per_s",
     "peak_allocated_gib": "peak_allocated_gib",
@@ -192,13 +192,16 @@ def make_row(
         "cache": cache,
         **{name: _rounded(timings.get(key)) for key, name in TIMINGS.items()},
         "submit_to_adapter_s": round(submit_to_adapter_s, 2),
-        "steps": job["loraboard"]["current_step"],
+        # the run's planned steps (a succeeded run trained them all; its current_step moves
+        # only at logging steps)
+        "steps": job["loraboard"]["total_steps"],
         "max_steps": max_steps,
         "model": workload.model,
         "samples": workload.samples,
         "dataset_tokens": workload.tokens,
         "trained_tokens": job.get("trained_tokens"),
         "acceleration": runtime.get("acceleration", []),
+        "worker_timings": timings,  # every phase the worker timed (worker/training/run_timings.py)
         "job": job["id"],
         "git_commit": git_commit(),
         "host": platform.node(),

@@ -58,7 +58,7 @@ def fake_job(timings: dict | None) -> dict:
     }
     if timings is not None:
         runtime["timings"] = timings
-    return {"id": "ftjob-1", "trained_tokens": 387272, "loraboard": {"runtime": runtime, "current_step": 250}}
+    return {"id": "ftjob-1", "trained_tokens": 387272, "loraboard": {"runtime": runtime, "total_steps": 250}}
 
 
 def test_a_row_holds_what_the_worker_measured_and_the_wall_time() -> None:
