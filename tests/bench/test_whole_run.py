@@ -43,7 +43,11 @@ def test_the_submitted_recipe_is_the_workloads_run_config() -> None:
     assert (config.per_device_train_batch_size, config.gradient_accumulation_steps) == (4, 1)
     assert config.gradient_checkpointing and config.group_by_length and not config.packing
     assert (config.max_grad_norm, config.learning_rate, config.weight_decay) == (0.3, 2e-4, 0.001)
-    assert (config.optim, config.lr_scheduler_type, config.warmup_ratio) == ("paged_adamw_32bit", "cosine", 0.03)
+    assert (config.optim, config.lr_scheduler_type, config.warmup_ratio) == (
+        "paged_adamw_32bit",
+        "cosine",
+        0.03,
+    )
     assert (config.max_seq_length, config.num_train_epochs, config.max_steps) == (1024, 1, -1)
     # no checkpoint on the way (the API's default would save one at the epoch's end)
     assert config.save_steps == 0 and not config.save_every_epoch
@@ -70,7 +74,9 @@ def test_a_row_holds_what_the_worker_measured_and_the_wall_time() -> None:
         "steady_tokens_per_s": 3401.23456,
         "peak_allocated_gib": 5.8731,
     }
-    workload = whole_run.Workload(whole_run.PROJECT_ROOT, whole_run.PROJECT_ROOT, 1000, 387272, "llama-2-7b-shape")
+    workload = whole_run.Workload(
+        whole_run.PROJECT_ROOT, whole_run.PROJECT_ROOT, 1000, 387272, "llama-2-7b-shape"
+    )
     row = whole_run.make_row(
         fake_job(timings),
         variant="loraboard",
@@ -93,7 +99,12 @@ def test_a_run_without_the_workers_timings_is_an_error_not_a_row() -> None:
     workload = whole_run.Workload(whole_run.PROJECT_ROOT, whole_run.PROJECT_ROOT, 1, 1, "tiny-llama")
     with pytest.raises(RuntimeError, match="recorded no timings"):
         whole_run.make_row(
-            fake_job(None), variant="reference", cache="cold", submit_to_adapter_s=1.0, workload=workload, max_steps=2
+            fake_job(None),
+            variant="reference",
+            cache="cold",
+            submit_to_adapter_s=1.0,
+            workload=workload,
+            max_steps=2,
         )
 
 

@@ -1,4 +1,4 @@
-"""On a CUDA machine: bench/throughput.py (python -m bench throughput) end to end on a tiny Llama, a few steps.
+"""On a CUDA machine: bench/throughput.py end to end on a tiny Llama, a few steps.
 
 Checks that the benchmark runs the reference recipe and Loraboard's trainer in one
 invocation, writes the JSON fields RESULTS.md relies on, and that Loraboard's
@@ -33,7 +33,7 @@ FIELDS = {
 
 
 def run_tiny_bench(tmp_path: Path, *arguments: str) -> dict[str, dict]:
-    """bench/throughput.py (python -m bench throughput) --tiny with `arguments`: each variant's result by name."""
+    """bench/throughput.py --tiny with `arguments`: each variant's result by name."""
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, str(BENCH), "--tiny", *arguments, "--out", str(out)],

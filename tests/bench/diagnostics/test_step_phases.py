@@ -1,4 +1,4 @@
-"""bench/diagnostics/step_phases.py: the host's milliseconds per phase of a real transformers training loop."""
+"""bench/diagnostics/step_phases.py: the host's milliseconds per phase of a real training loop."""
 
 from __future__ import annotations
 
