@@ -15,7 +15,7 @@ Phases, in this order (--phases chooses among them):
   loraboard-warm  trainer "loraboard" again in the cold phase's data dir: its compile
                   caches kept, the worker restarted, the same model shape trained again
 
-    python -m bench whole-run --out $OUT/results.jsonl             # on the GPU machine
+    python -m bench whole-run --out $OUT/results.jsonl --logs $OUT # on the GPU machine
     python -m bench whole-run --steps 20 --out /tmp/smoke.jsonl    # a short smoke
     python -m bench whole-run --tiny --steps 2 --out /tmp/r.jsonl  # CPU: the plumbing only
 """
@@ -312,7 +312,17 @@ def run_phases(args: argparse.Namespace, work_dir: Path) -> list[dict[str, Any]]
     finally:
         for stack in stacks.values():
             stack.stop()
+        if args.logs is not None:
+            copy_logs(work_dir, args.logs)
     return rows
+
+
+def copy_logs(work_dir: Path, destination: Path) -> None:
+    """Each data dir's server and worker logs, as <data dir>-<process>.log (flat: the device
+    returns files at most two folders down)."""
+    destination.mkdir(parents=True, exist_ok=True)
+    for log in sorted(work_dir.glob("data-*/logs/*.log")):
+        shutil.copyfile(log, destination / f"{log.parent.parent.name}-{log.name}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -331,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model-dir", type=Path, help="a model dir built before (bench/workload.py)")
     parser.add_argument("--work-dir", type=Path, help="where data dirs go (default: a temporary folder)")
+    parser.add_argument("--logs", type=Path, help="copy the server's and the worker's logs here at the end")
     parser.add_argument("--run-timeout", type=float, default=900.0, help="seconds before a run is given up")
     args = parser.parse_args(argv)
     args.phases = set(filter(None, args.phases.split(",")))

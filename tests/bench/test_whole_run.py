@@ -119,7 +119,9 @@ def test_the_whole_path_on_the_cpu_appends_a_row_per_phase(tmp_path) -> None:
     out = tmp_path / "results.jsonl"
     out.write_text('{"earlier": "row"}\n')  # appended to, never rewritten
     work = tmp_path / "work"
-    assert whole_run.main(["--tiny", "--steps", "2", "--out", str(out), "--work-dir", str(work)]) == 0
+    logs = tmp_path / "logs"
+    argv = ["--tiny", "--steps", "2", "--out", str(out), "--work-dir", str(work), "--logs", str(logs)]
+    assert whole_run.main(argv) == 0
 
     earlier, *rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert earlier == {"earlier": "row"}
@@ -144,3 +146,10 @@ def test_the_whole_path_on_the_cpu_appends_a_row_per_phase(tmp_path) -> None:
     cold, warm = rows[1], rows[2]
     assert cold["job"] != warm["job"]
     assert (work / "data-loraboard" / "artifacts" / warm["job"]).is_dir()
+    assert sorted(path.name for path in logs.iterdir()) == [
+        "data-loraboard-server.log",
+        "data-loraboard-worker.log",
+        "data-reference-server.log",
+        "data-reference-worker.log",
+    ]
+    assert "succeeded" in (logs / "data-loraboard-worker.log").read_text()
