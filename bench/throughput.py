@@ -2,15 +2,17 @@
 
 Builds the workload of docs/workload.md on one CUDA GPU (a Llama-2-7B-shaped
 model with random fp16 weights, saved with save_pretrained and loaded back in 4 bit
-like a user's model; 1000 pre-tokenized random samples with lognormal lengths),
-trains each variant in its own process for --steps optimizer steps and prints one
-JSON line per variant:
+like a user's model; 1000 random samples with lognormal lengths, as a "text" file),
+trains each variant in its own process for --steps optimizer steps through the worker's
+own code (worker/training/trainer.run_training with the run config a user would submit;
+the bench's clocks go on the trainer it builds) and prints one JSON line per variant:
 
   tokens_per_s   real (non-pad) tokens of the timed steps / their wall time
   s_per_step     wall time of the timed steps / their number
   epoch_s        a whole epoch's wall time (--full-epoch), else
   epoch_s_extrapolated  all the data's tokens / tokens_per_s (labelled as such)
-  peak_allocated_gib / peak_reserved_gib   during training (after loading)
+  peak_allocated_gib / peak_reserved_gib   during training (the worker resets the peak
+                 after loading the base)
   host_ms_per_phase  median host milliseconds per phase of a timed step (bench/diagnostics/step_phases.py)
 
 Timed steps are warmup+1 .. steps (default 9..40). The device is synchronized at the
@@ -24,9 +26,9 @@ batches may be short ones), or with --profile-window the timed steps themselves 
 their timing is not a measurement).
 
 Variants:
-  reference     the recipe as written (fp16 compute, no mixed precision,
-                paged_adamw_32bit, group_by_length, gradient checkpointing, ...)
-  loraboard     the same arguments plus worker.training.acceleration.plan_acceleration()
+  reference     trainer "reference": the recipe as written (fp16 compute, no mixed
+                precision, paged_adamw_32bit, group_by_length, gradient checkpointing, ...)
+  loraboard     trainer "loraboard": the worker's fast path (worker/training/acceleration.py)
   lb-no-<f>     loraboard without default feature <f> (sdpa, bf16, liger, compile,
                 dequant; join several with +, e.g. lb-no-liger+sdpa): ablations
   lb+<f>        loraboard with opt-in feature <f> (optimizer, offload; e.g.
@@ -45,7 +47,9 @@ Usage (on the GPU machine, after bench/build_gpu_deps.sh here):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import functools
 import json
 import subprocess
 import sys
@@ -61,99 +65,59 @@ from bench.diagnostics.step_phases import StepPhases  # noqa: E402  (needs ROOT 
 from bench.workload import (  # noqa: E402
     MAX_LEN,
     TINY_MAX_LEN,
-    build_model_dir,
-    make_samples,
-    model_config,
+    recipe,
     sample_lengths,
+    save_whitespace_tokenizer,
+    write_text_dataset,
 )
 
 MEMORY_HISTORY = "memory"  # the variant suffix "@memory"
 
 
-# ------------------------------------------------------------------ recipe ---
+# ---------------------------------------------------------------- variants ---
 
 
-def reference_arguments(out_dir: str, steps: int, tiny: bool) -> dict:
-    """The classic QLoRA recipe (PARAMETERS.md) in transformers 5 / trl 1.x names."""
-    import torch
-
-    return {
-        "model": {"device_map": {"": 0} if torch.cuda.is_available() else None},
-        "quantization": {
-            "load_in_4bit": True,
-            "bnb_4bit_quant_type": "nf4",
-            "bnb_4bit_compute_dtype": torch.float16,
-            "bnb_4bit_use_double_quant": False,
-        },
-        "lora": {
-            "r": 64,
-            "lora_alpha": 16,
-            "lora_dropout": 0.1,
-            "bias": "none",
-            "task_type": "CAUSAL_LM",
-            "target_modules": ["q_proj", "v_proj"],
-        },
-        "sft": {
-            "output_dir": out_dir,
-            "num_train_epochs": 1,
-            "max_steps": steps,
-            "per_device_train_batch_size": 4,
-            "gradient_accumulation_steps": 1,
-            "gradient_checkpointing": True,
-            "optim": "paged_adamw_32bit",
-            "save_strategy": "no",  # save_steps=0
-            "logging_steps": 25,
-            "learning_rate": 2e-4,
-            "weight_decay": 0.001,
-            "fp16": False,
-            "bf16": False,
-            "max_grad_norm": 0.3,
-            "warmup_steps": 0.03,  # warmup_ratio=0.03
-            "train_sampling_strategy": "group_by_length",  # group_by_length=True
-            "lr_scheduler_type": "cosine",
-            "max_length": MAX_LEN,  # max_seq_length=None -> trl's default
-            "packing": False,
-            "report_to": "none",
-            "seed": 42,
-            "use_cpu": not torch.cuda.is_available(),
-            "dataloader_num_workers": 0,
-        },
-    }
-
-
-def variant_plan(variant: str, hidden_size: int):
-    """The Acceleration for a variant (None for the reference)."""
-    import torch
-
-    from worker.training.acceleration import plan_acceleration
-
-    if variant == "reference":
-        return None
-    disable: frozenset[str] = frozenset()
-    enable: frozenset[str] = frozenset()
+def variant_features(variant: str) -> tuple[str, frozenset[str], frozenset[str]]:
+    """A variant's trainer and the acceleration features it leaves off and turns on."""
+    if variant in ("reference", "loraboard"):
+        return variant, frozenset(), frozenset()
     if variant.startswith("lb-no-"):
-        disable = frozenset(variant.removeprefix("lb-no-").split("+"))
-    elif variant.startswith("lb+"):
+        return "loraboard", frozenset(variant.removeprefix("lb-no-").split("+")), frozenset()
+    if variant.startswith("lb+"):
         # lb+optimizer+no-compile: opt-in features, "no-" for default features left off
         words = variant.removeprefix("lb+").split("+")
         enable = frozenset(w for w in words if not w.startswith("no-"))
         disable = frozenset(w.removeprefix("no-") for w in words if w.startswith("no-"))
-    elif variant != "loraboard":
-        raise SystemExit(f"unknown variant {variant!r}")
-    if torch.cuda.is_available():
-        plan = plan_acceleration(
-            "cuda",
-            torch.cuda.get_device_capability(),
-            True,
-            False,
-            hidden_size=hidden_size,
-            compute_dtype="float16",  # the recipe's (reference_arguments)
-            disable=disable,
-            enable=enable,
-        )
-    else:
-        plan = plan_acceleration("cpu", None, True, False, disable=disable, enable=enable)
-    return plan
+        return "loraboard", disable, enable
+    raise SystemExit(f"unknown variant {variant!r}")
+
+
+@contextlib.contextmanager
+def opt_in_features(enable: frozenset[str]):
+    """The worker plans only its default features; the planner's opt-in ones (acceleration.py's
+    `enable`) are switched on here for the variant's process, through the worker's own planner."""
+    import worker.training.acceleration as acceleration
+
+    planner = acceleration.plan_acceleration
+    if enable:
+        acceleration.plan_acceleration = functools.partial(planner, enable=enable)
+    try:
+        yield
+    finally:
+        acceleration.plan_acceleration = planner
+
+
+def variant_config(variant: str, model_dir: str, data: str, steps: int, tiny: bool):
+    """The run config a user would submit for this variant (docs/workload.md's recipe)."""
+    from app.run_config import RunConfig
+
+    trainer, _, _ = variant_features(variant)
+    return RunConfig(
+        **recipe(trainer, steps, TINY_MAX_LEN if tiny else MAX_LEN),
+        model_name=model_dir,
+        dataset=data,
+        seed=42,
+    )
 
 
 class StepClock:
@@ -195,7 +159,7 @@ class CountingCollator:
     """Wraps the trainer's collator and records each batch's real token count, in batch order
     (the dataloader may fetch one batch ahead, so counts are kept per batch, not per step)."""
 
-    def __init__(self, inner):
+    def __init__(self, inner=None):
         self.inner = inner
         self.counts: list[int] = []
 
@@ -205,85 +169,77 @@ class CountingCollator:
 
 
 def run_variant(args) -> dict:
+    """Train one variant through the worker's own run_training, with the bench's clocks on
+    the trainer it builds (its trainer_ready hook)."""
     import bitsandbytes
     import peft
     import torch
     import transformers
     import trl
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
-    from trl import SFTConfig, SFTTrainer
+
+    from worker.training.reporting import DataSources, MemoryReporter
+    from worker.training.trainer import run_training
 
     cuda = torch.cuda.is_available()
     variant, _, recording = args.child.partition("@")
     if recording not in ("", MEMORY_HISTORY):
         raise SystemExit(f"unknown variant suffix @{recording} (known: @{MEMORY_HISTORY})")
-    plan = variant_plan(variant, model_config(args.tiny).hidden_size)
+    _, disable, enable = variant_features(variant)
     # Profiled steps (if any) run after the timed ones, so the profiler does not skew the timing.
     total_steps = args.steps + args.profile_steps if args.steps > 0 else -1
-    ref = reference_arguments(tempfile.mkdtemp(prefix="bench-out-"), total_steps, args.tiny)
-    model_kwargs, quant_kwargs, sft_kwargs = ref["model"], ref["quantization"], ref["sft"]
-    if plan is not None:
-        model_kwargs |= plan.model_kwargs
-        quant_kwargs |= plan.quantization_kwargs
-        sft_kwargs |= plan.sft_kwargs
+    config = variant_config(variant, args.model_dir, args.data, total_steps, args.tiny)
 
-    lengths = sample_lengths(max_len=TINY_MAX_LEN if args.tiny else MAX_LEN)
-    tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
-    vocab = model_config(args.tiny).vocab_size
-    dataset = Dataset.from_dict({"input_ids": make_samples(lengths, vocab)})
-
-    t0 = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(
-        args.model_dir, quantization_config=BitsAndBytesConfig(**quant_kwargs), **model_kwargs
-    )
-    model.config.use_cache = False
-    if plan is not None:
-        model = plan.prepare_model(model)
-    load_s = time.perf_counter() - t0
-    load_peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
-
-    trainer = SFTTrainer(
-        model=model,
-        train_dataset=dataset,
-        peft_config=LoraConfig(**ref["lora"]),
-        processing_class=tokenizer,
-        args=SFTConfig(**sft_kwargs),
-    )
-    if plan is not None:
-        trainer = plan.prepare_trainer(trainer)
     window_edges = None if args.sync_every_step else {args.warmup, args.steps}
     clock = StepClock(window_edges)
     # Without a synchronize at every step end, the phases are the host's alone (wait ~0).
     phases = StepPhases(clock.sync if args.sync_every_step else lambda: None)
-    phases.install(trainer)  # before the clock's callback: it measures the step end's wait
-    trainer.add_callback(clock.callback)
+    counter = CountingCollator()
     host_syncs = None
     if args.host_syncs and cuda:
         from bench.diagnostics.host_syncs import HostSyncRecorder
 
         host_syncs = HostSyncRecorder(first_step=args.warmup + 1, steps=args.host_syncs)
-        host_syncs.install(trainer)
-    counter = CountingCollator(trainer.data_collator)
-    trainer.data_collator = counter
+    profiler = None
+    if args.profile_window:  # the timed steps themselves: their timing is then not a measurement
+        profiler = StepProfiler(clock, args.warmup, args.steps - args.warmup)
+    elif args.profile_steps:
+        profiler = StepProfiler(clock, args.steps, args.profile_steps)
+    recorder: dict = {}
+    trained: list = []
 
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
+    def trainer_ready(trainer) -> None:
+        # After the worker's own patches (acceleration.prepare_training swaps the trainer's
+        # class): the phases wrap the methods the steps really call.
+        phases.install(trainer)  # before the clock's callback: it measures the step end's wait
+        trainer.add_callback(clock.callback)
+        if host_syncs is not None:
+            host_syncs.install(trainer)
+        counter.inner = trainer.data_collator
+        trainer.data_collator = counter
+        if profiler is not None:
+            trainer.add_callback(profiler.callback)
+        if recording and cuda:
+            from bench.diagnostics import memory_at_peak
+
+            recorder["before_gib"] = memory_at_peak.start_recording()
+        trained.append(trainer)
+
+    reporter = MemoryReporter()
+    with tempfile.TemporaryDirectory(prefix="bench-out-") as scratch, opt_in_features(enable):
+        run_training(
+            config,
+            Path(scratch),
+            reporter,
+            DataSources(train=args.data),
+            Path(scratch) / "models",
+            disable_acceleration=disable,
+            trainer_ready=trainer_ready,
+        )
     memory = None
-    if recording and cuda:
+    if recorder:
         from bench.diagnostics import memory_at_peak
 
-        before_gib = memory_at_peak.start_recording()
-    profile = None
-    if args.profile_window:  # the timed steps themselves: their timing is then not a measurement
-        profile = _profiled_train(trainer, clock, args.warmup, args.steps - args.warmup)
-    elif args.profile_steps:
-        profile = _profiled_train(trainer, clock, args.steps, args.profile_steps)
-    else:
-        trainer.train()
-    if recording and cuda:
-        memory = memory_at_peak.stop_and_summarize(before_gib)
+        memory = memory_at_peak.stop_and_summarize(recorder["before_gib"])
 
     steps_done = len(clock.times) - 1 - args.profile_steps
     w = min(args.warmup, steps_done - 1)
@@ -291,7 +247,8 @@ def run_variant(args) -> dict:
     window = clock.times[steps_done] - clock.times[w]
     tokens = sum(counter.counts[w:steps_done])
     tps = tokens / window
-    total_tokens = sum(lengths)
+    total_tokens = sum(sample_lengths(max_len=TINY_MAX_LEN if args.tiny else MAX_LEN))
+    timings = reporter.runtime_values.get("timings", {})
     result = {
         "variant": args.child,
         "card": torch.cuda.get_device_name() if cuda else "cpu",
@@ -302,16 +259,17 @@ def run_variant(args) -> dict:
         "first_steps_s": [
             round(b - a, 3) for a, b in zip(clock.times[:w], clock.times[1 : w + 1], strict=True)
         ],
+        # from the start of training: the worker resets the peak after loading the base
         "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3) if cuda else None,
         "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 3) if cuda else None,
-        "load_peak_allocated_gib": round(load_peak, 3) if load_peak is not None else None,
-        "load_s": round(load_s, 1),
-        "final_loss": _last_loss(trainer),
+        "load_s": timings.get("model_load_s"),
+        "worker_timings": timings,
+        "final_loss": _last_loss(reporter),
         "host_ms_per_phase": phases.summary(w + 1, steps_done),
         "timing": "device synchronized at every step end"
         if args.sync_every_step
         else "device synchronized at the timed window's ends only",
-        "notes": plan.notes if plan is not None else ["reference recipe as written"],
+        "notes": reporter.runtime_values.get("acceleration") or ["reference recipe as written"],
         "versions": {
             "torch": torch.__version__,
             "transformers": transformers.__version__,
@@ -329,6 +287,7 @@ def run_variant(args) -> dict:
         result["epoch_steps"] = len(clock.times) - 1
     else:
         result["epoch_s_extrapolated"] = round(total_tokens / tps, 1)
+    profile = profiler.summary() if profiler is not None else None
     if profile:
         # The profiled steps' own batches: a short batch's step is not a typical one.
         if args.profile_window:
@@ -341,7 +300,7 @@ def run_variant(args) -> dict:
         result["memory_at_peak"] = memory
     if host_syncs is not None:
         result["host_syncs"] = host_syncs.summary()
-    if plan is not None and plan.compile_layers:
+    if any("compil" in note for note in result["notes"]):
         result["dynamo"] = _dynamo_counters()
     return result
 
@@ -358,8 +317,8 @@ def _dynamo_counters() -> dict:
     }
 
 
-def _last_loss(trainer):
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+def _last_loss(reporter):
+    losses = [row.loss for row in reporter.metric_rows if row.loss is not None]
     return losses[-1] if losses else None
 
 
@@ -407,70 +366,78 @@ def device_events(events) -> list:
     ]
 
 
-def _profiled_train(trainer, clock, after_step: int, n: int) -> dict:
-    """Train, profiling the n steps after step `after_step`: device busy time vs wall time,
-    the top kernels and the top CPU ops. Tells launch-bound from compute-bound."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-    from transformers import TrainerCallback
+class StepProfiler:
+    """Profiles the n steps after step `after_step`: device busy time vs wall time, the top
+    kernels and the top CPU ops. Tells launch-bound from compute-bound."""
 
-    state = {"prof": None}
+    def __init__(self, clock, after_step: int, n: int):
+        import torch
+        from torch.profiler import ProfilerActivity, profile
+        from transformers import TrainerCallback
 
-    class _Prof(TrainerCallback):
-        def on_step_end(self, a, s, c, **kw):
-            if s.global_step == after_step:
-                acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-                state["prof"] = profile(activities=acts)
-                state["prof"].__enter__()
-                state["t0"] = time.perf_counter()
-            elif s.global_step == after_step + n and state["prof"] is not None:
-                clock.sync()
-                state["wall"] = time.perf_counter() - state["t0"]
-                state["prof"].__exit__(None, None, None)
+        self.n = n
+        self.prof = None
+        self.wall = 0.0
+        profiler = self
 
-    trainer.add_callback(_Prof())
-    trainer.train()
-    prof = state["prof"]
-    if prof is None:
-        return {}
-    events = prof.key_averages()
-    from torch.autograd import DeviceType
+        class _Prof(TrainerCallback):
+            def on_step_end(self, a, s, c, **kw):
+                if s.global_step == after_step:
+                    acts = [ProfilerActivity.CPU] + (
+                        [ProfilerActivity.CUDA] if torch.cuda.is_available() else []
+                    )
+                    profiler.prof = profile(activities=acts)
+                    profiler.prof.__enter__()
+                    profiler.started = time.perf_counter()
+                elif s.global_step == after_step + n and profiler.prof is not None:
+                    clock.sync()
+                    profiler.wall = time.perf_counter() - profiler.started
+                    profiler.prof.__exit__(None, None, None)
 
-    dev = device_events(events)
-    ops = [e for e in events if e.device_type != DeviceType.CUDA and e.self_device_time_total > 0]
-    busy_us = sum(e.self_device_time_total for e in dev)
-    kernels = sum(e.count for e in dev)
-    top_dev = sorted(dev, key=lambda e: -e.self_device_time_total)[:12]
-    top_ops = sorted(ops, key=lambda e: -e.self_device_time_total)[:12]
-    top_cpu = sorted(events, key=lambda e: -e.self_cpu_time_total)[:15]
-    syncs = {
-        e.key: e.count
-        for e in events
-        if e.key
-        in (
-            "cudaStreamSynchronize",
-            "cudaDeviceSynchronize",
-            "cudaMemcpyAsync",
-            "aten::item",
-            "aten::_local_scalar_dense",
-        )
-    }
-    return {
-        "steps": n,
-        "wall_ms_per_step": round(1e3 * state["wall"] / n, 1),
-        "device_busy_ms_per_step": round(busy_us / 1e3 / n, 1),
-        "device_ops_per_step": round(kernels / n),
-        "syncs_per_step": {k: round(v / n, 1) for k, v in syncs.items()},
-        "top_device_ms_per_step": [
-            [e.key[:80], round(e.self_device_time_total / 1e3 / n, 2), e.count // n] for e in top_dev
-        ],
-        "top_op_device_ms_per_step": [
-            [e.key[:80], round(e.self_device_time_total / 1e3 / n, 2), e.count // n] for e in top_ops
-        ],
-        "top_cpu_self_ms_per_step": [
-            [e.key[:80], round(e.self_cpu_time_total / 1e3 / n, 2), e.count // n] for e in top_cpu
-        ],
-    }
+        self.callback = _Prof()
+
+    def summary(self) -> dict:
+        prof, n = self.prof, self.n
+        if prof is None:
+            return {}
+        events = prof.key_averages()
+        from torch.autograd import DeviceType
+
+        dev = device_events(events)
+        ops = [e for e in events if e.device_type != DeviceType.CUDA and e.self_device_time_total > 0]
+        busy_us = sum(e.self_device_time_total for e in dev)
+        kernels = sum(e.count for e in dev)
+        top_dev = sorted(dev, key=lambda e: -e.self_device_time_total)[:12]
+        top_ops = sorted(ops, key=lambda e: -e.self_device_time_total)[:12]
+        top_cpu = sorted(events, key=lambda e: -e.self_cpu_time_total)[:15]
+        syncs = {
+            e.key: e.count
+            for e in events
+            if e.key
+            in (
+                "cudaStreamSynchronize",
+                "cudaDeviceSynchronize",
+                "cudaMemcpyAsync",
+                "aten::item",
+                "aten::_local_scalar_dense",
+            )
+        }
+        return {
+            "steps": n,
+            "wall_ms_per_step": round(1e3 * self.wall / n, 1),
+            "device_busy_ms_per_step": round(busy_us / 1e3 / n, 1),
+            "device_ops_per_step": round(kernels / n),
+            "syncs_per_step": {k: round(v / n, 1) for k, v in syncs.items()},
+            "top_device_ms_per_step": [
+                [e.key[:80], round(e.self_device_time_total / 1e3 / n, 2), e.count // n] for e in top_dev
+            ],
+            "top_op_device_ms_per_step": [
+                [e.key[:80], round(e.self_device_time_total / 1e3 / n, 2), e.count // n] for e in top_ops
+            ],
+            "top_cpu_self_ms_per_step": [
+                [e.key[:80], round(e.self_cpu_time_total / 1e3 / n, 2), e.count // n] for e in top_cpu
+            ],
+        }
 
 
 # -------------------------------------------------------------------- main ---
@@ -496,6 +463,7 @@ def main(argv=None) -> int:
     p.add_argument("--sync-every-step", action="store_true", help="synchronize the device at every step end")
     p.add_argument("--host-syncs", type=int, default=0, help="record host waits in N steps after warm-up")
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--data", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.full_epoch:
         args.steps = -1
@@ -513,7 +481,15 @@ def main(argv=None) -> int:
         base = "/dev/shm" if Path("/dev/shm").is_dir() and not args.tiny else None
         tmp = tempfile.TemporaryDirectory(prefix="bench-model-", dir=base)
         model_dir = tmp.name
-        build_model_dir(Path(model_dir), args.tiny)
+        # In a child process, so that this one holds no GPU memory while the variants train.
+        build = [sys.executable, "-m", "bench.workload", model_dir, *(["--tiny"] if args.tiny else [])]
+        subprocess.run(build, check=True, cwd=ROOT)
+    else:
+        save_whitespace_tokenizer(Path(model_dir))  # the text tokenizer the samples are written for
+    # The samples as a "text" file, read through the worker's own data pipeline.
+    data = Path(model_dir) / "workload.jsonl"
+    vocab = json.loads((Path(model_dir) / "config.json").read_text())["vocab_size"]
+    write_text_dataset(data, sample_lengths(max_len=TINY_MAX_LEN if args.tiny else MAX_LEN), vocab)
 
     results = []
     profiled = set(filter(None, args.profile.split(",")))
@@ -527,6 +503,8 @@ def main(argv=None) -> int:
             variant,
             "--model-dir",
             model_dir,
+            "--data",
+            str(data),
             "--steps",
             str(args.steps),
             "--warmup",

@@ -59,6 +59,44 @@ def write_text_dataset(path: Path, lengths: list[int], vocab: int) -> int:
     return sum(lengths)
 
 
+def recipe(trainer: str, max_steps: int, max_len: int) -> dict[str, Any]:
+    """The recipe in RunConfig's names (app/run_config.py): the whole run sends it as a job's
+    hyperparameters, the throughput bench builds its RunConfig from it."""
+    return {
+        "trainer": trainer,
+        "dataset_format": "text",
+        "use_4bit": True,
+        "bnb_4bit_quant_type": "nf4",
+        "use_nested_quant": False,
+        "bnb_4bit_compute_dtype": "float16",
+        "lora_r": 64,
+        "lora_alpha": 16,
+        "lora_dropout": 0.1,
+        "target_modules": ["q_proj", "v_proj"],
+        "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 1,
+        "gradient_checkpointing": True,
+        "max_grad_norm": 0.3,
+        "learning_rate": 2e-4,
+        "weight_decay": 0.001,
+        "optim": "paged_adamw_32bit",
+        "lr_scheduler_type": "cosine",
+        "warmup_ratio": 0.03,
+        "group_by_length": True,
+        "packing": False,
+        "max_seq_length": max_len,
+        "num_train_epochs": 1,
+        "max_steps": max_steps,
+        "fp16": False,
+        "bf16": False,
+        # the recipe saves no checkpoint (save_steps 0); the API would keep one per epoch
+        "save_steps": 0,
+        "save_every_epoch": False,
+        "logging_steps": 25,
+        "device_map": {"": 0},
+    }
+
+
 def model_config(tiny: bool, shape: str = "7b") -> Any:
     from transformers import LlamaConfig
 

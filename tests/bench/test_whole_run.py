@@ -9,7 +9,7 @@ import math
 import pytest
 
 from bench import whole_run
-from bench.workload import TINY_MAX_LEN
+from bench.workload import TINY_MAX_LEN, recipe
 
 ROW_FIELDS = {
     "date",
@@ -27,7 +27,7 @@ ROW_FIELDS = {
 def test_the_submitted_recipe_is_the_workloads_run_config() -> None:
     from app.services.job_requests import JobCreate, run_config_from_request
 
-    hyperparameters = whole_run.recipe("reference", -1, 1024)
+    hyperparameters = recipe("reference", -1, 1024)
     request = JobCreate(
         model="/models/llama-2-7b-shape",
         training_file="/data/workload.jsonl",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sized
+from collections.abc import Callable, Sized
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -49,10 +49,12 @@ def run_training(
     *,
     disable_acceleration: frozenset[str] = frozenset(),
     timings: RunTimings | None = None,
+    trainer_ready: Callable[[Any], None] | None = None,
 ) -> TrainingResult:
     """Train one run. disable_acceleration: features of acceleration.py left off (the
     retry after torch.compile failed leaves "compile" off); timings: the run's phase clock,
-    kept by that retry."""
+    kept by that retry; trainer_ready: called with the trainer just before it trains (the
+    bench's step clocks, bench/throughput.py: they time the worker's own trainer)."""
     import torch
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
@@ -106,6 +108,8 @@ def run_training(
         )
         if acceleration is not None:
             trainer = acceleration.prepare_training(trainer)
+    if trainer_ready is not None:
+        trainer_ready(trainer)
     # Derived from the samples trl kept (it drops those truncated to no completion at all).
     num_samples = len(cast(Sized, trainer.train_dataset))
     schedule = derive_schedule(config, num_samples, num_gpus=max(trainer.args.world_size, 1))
@@ -165,6 +169,7 @@ def run_training(
             resume_from_checkpoint,
             disable_acceleration=disable_acceleration | {dropped},
             timings=timings,
+            trainer_ready=trainer_ready,
         )
     timings.training_done(torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None)
 
