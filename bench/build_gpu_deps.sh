@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build .gpu-deps/: the pure-Python (and a few manylinux) packages that Loraboard's
-# worker and bench/run_bench.py need on the lent GPU machine, whose image has
+# worker, the web server and the bench (python -m bench: whole-run starts the server and a
+# Celery worker there) need on the lent GPU machine, whose image has
 # torch/transformers/peft/accelerate/triton for Python 3.12 but not bitsandbytes,
 # trl, datasets, liger-kernel, celery, sqlmodel, ... (image list: KINDS.md).
 #
@@ -35,7 +36,7 @@ PINS=(
   annotated-types==0.8.0 typing-inspection==0.4.5
   # app modules the worker may import
   fastapi==0.165.0 starlette==1.10.0
-  # the web server the GPU functional tests start (tests/gpu through tests/stack.py)
+  # the web server the GPU functional tests (tests/stack.py) and `python -m bench whole-run` start
   uvicorn==0.54.0 python-multipart==0.0.34
   # the built-in SmolLM2 is converted from its GGUF file there (bench/compare_paths.py --preset smollm2)
   gguf==0.19.0

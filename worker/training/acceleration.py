@@ -2,7 +2,7 @@
 
 The worker's trainer builds the classic recipe (PARAMETERS.md) and then asks
 `plan_acceleration(...)` which overrides make it faster on the device at hand.
-bench/run_bench.py builds its "loraboard" variant the same way, so the figures in
+bench/throughput.py trains through this same trainer (run_training), so the figures in
 bench/RESULTS.md are the figures of what the worker runs.
 
 Why these overrides (measured on H100s, bench/RESULTS.md). At batch 4 (about 1,300

@@ -20,7 +20,7 @@ LoRA scaling) and replaces Python module calls with one generated launcher per g
 Tracing transformers' checkpoint into the graph instead fails in torch 2.11's
 partitioner ("Node ... was invalid, but is output"); CUDA graphs over these layers
 crash in their first backward with symbolic lengths, a plain bf16 Llama's too (torch
-2.11; with static shapes they run: bench/cuda_graph_bisect.py and its results in RESULTS.md).
+2.11; with static shapes they run: bench/RESULTS.md, round 6).
 With dequantize_in_graph the forward and the recompute dequantize the 4-bit weights in
 the graph itself (graph_dequantization.py).
 """

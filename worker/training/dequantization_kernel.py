@@ -3,7 +3,7 @@ compiled layers as the torch op `loraboard::dequantize_4bit`.
 
 Why: the compiled layers dequantize 640 weights a step on the 7B workload. Inductor's
 kernel for graph_dequantization's torch ops ran at about half the bandwidth of bitsandbytes'
-CUDA kernel (bench/dequant_speed.py, docs/performance.md), but
+CUDA kernel (bench/diagnostics/dequant_speed.py, docs/performance.md), but
 bitsandbytes' op costs 30-50 us of host time a call (Python dispatch). A
 torch.library.triton_op is traced by torch.compile down to its Triton kernel, which
 Inductor's generated code then launches like one of its own.
