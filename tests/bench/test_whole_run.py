@@ -115,6 +115,7 @@ def test_phases_and_steps_are_checked_before_anything_starts(tmp_path) -> None:
         whole_run.main(["--steps", "0", "--out", str(tmp_path / "r.jsonl")])
 
 
+@pytest.mark.slow
 def test_the_whole_path_on_the_cpu_appends_a_row_per_phase(tmp_path) -> None:
     out = tmp_path / "results.jsonl"
     out.write_text('{"earlier": "row"}\n')  # appended to, never rewritten
