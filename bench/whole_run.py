@@ -251,34 +251,38 @@ def fresh_stack(work_dir: Path, name: str, workload: Workload) -> LocalStack:
     return stack
 
 
-def run_phases(args: argparse.Namespace, work_dir: Path) -> list[dict[str, Any]]:
+def run_phases(args: argparse.Namespace, work_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every chosen phase in order; returns the rows and the phases that failed (a failed
+    phase is reported and the next one runs: one call should bring back what it can)."""
     workload = prepare_workload(work_dir, args.tiny, args.model_dir)
     say(f"dataset: {workload.samples} samples, {workload.tokens} tokens: {workload.dataset}")
     phases = [phase for phase in PHASES if phase in args.phases]
-    rows = []
+    rows, failed = [], []
     stacks: dict[str, LocalStack] = {}
     try:
         for phase in phases:
             variant, cache = phase.split("-")
             started = time.perf_counter()
-            if cache == "cold":
-                if variant in stacks:
-                    stacks.pop(variant).stop()
-                stacks[variant] = fresh_stack(work_dir, f"data-{variant}", workload)
-            elif variant in stacks:
-                stacks[variant].restart_worker()  # the caches stay in its data dir
-            else:
-                raise SystemExit(f"{phase} needs {variant}-cold before it (its caches)")
-            rows.append(run_phase(stacks[variant], workload, variant, cache, args))
-            say(f"{phase} took {time.perf_counter() - started:.1f} s with the stack's start")
-            if cache == "cold" and f"{variant}-warm" not in phases:
+            try:
+                if cache == "cold":
+                    stacks[variant] = fresh_stack(work_dir, f"data-{variant}", workload)
+                elif variant in stacks:
+                    stacks[variant].restart_worker()  # the caches stay in its data dir
+                else:
+                    raise RuntimeError(f"{variant}-cold has no stack to warm up")
+                rows.append(run_phase(stacks[variant], workload, variant, cache, args))
+                say(f"{phase} took {time.perf_counter() - started:.1f} s with the stack's start")
+            except Exception as error:
+                failed.append(phase)
+                say(f"{phase} FAILED after {time.perf_counter() - started:.1f} s: {error}")
+            if variant in stacks and (cache == "warm" or f"{variant}-warm" not in phases):
                 stacks.pop(variant).stop()
     finally:
         for stack in stacks.values():
             stack.stop()
         if args.logs is not None:
             copy_logs(work_dir, args.logs)
-    return rows
+    return rows, failed
 
 
 def copy_logs(work_dir: Path, destination: Path) -> None:
@@ -311,17 +315,21 @@ def main(argv: list[str] | None = None) -> int:
     args.phases = set(filter(None, args.phases.split(",")))
     if unknown := args.phases - set(PHASES):
         raise SystemExit(f"unknown phases {sorted(unknown)}; known: {', '.join(PHASES)}")
+    if "loraboard-warm" in args.phases and "loraboard-cold" not in args.phases:
+        raise SystemExit("loraboard-warm runs on the caches of loraboard-cold: name both")
     if args.steps == 0 or args.steps < -1:
         raise SystemExit("--steps: a positive number of steps, or -1 for one epoch")
     if args.work_dir is not None:
         args.work_dir.mkdir(parents=True, exist_ok=True)
-        run_phases(args, args.work_dir.resolve())
-        return 0
-    # On the GPU machine /dev/shm holds the 13 GB model in memory; the CPU test's is small.
-    base = "/dev/shm" if Path("/dev/shm").is_dir() and not args.tiny else None
-    with tempfile.TemporaryDirectory(prefix="bench-whole-run-", dir=base) as work_dir:
-        run_phases(args, Path(work_dir))
-    return 0
+        _, failed = run_phases(args, args.work_dir.resolve())
+    else:
+        # On the GPU machine /dev/shm holds the 13 GB model in memory; the CPU test's is small.
+        base = "/dev/shm" if Path("/dev/shm").is_dir() and not args.tiny else None
+        with tempfile.TemporaryDirectory(prefix="bench-whole-run-", dir=base) as work_dir:
+            _, failed = run_phases(args, Path(work_dir))
+    if failed:
+        say(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -111,6 +111,8 @@ def test_a_run_without_the_workers_timings_is_an_error_not_a_row() -> None:
 def test_phases_and_steps_are_checked_before_anything_starts(tmp_path) -> None:
     with pytest.raises(SystemExit, match="unknown phases"):
         whole_run.main(["--phases", "reference-hot", "--out", str(tmp_path / "r.jsonl")])
+    with pytest.raises(SystemExit, match="name both"):
+        whole_run.main(["--phases", "loraboard-warm", "--out", str(tmp_path / "r.jsonl")])
     with pytest.raises(SystemExit, match="--steps"):
         whole_run.main(["--steps", "0", "--out", str(tmp_path / "r.jsonl")])
 
@@ -154,3 +156,34 @@ def test_the_whole_path_on_the_cpu_appends_a_row_per_phase(tmp_path) -> None:
         "data-reference-worker.log",
     ]
     assert "succeeded" in (logs / "data-loraboard-worker.log").read_text()
+
+
+def test_a_failed_phase_is_reported_and_the_next_ones_still_run(tmp_path, monkeypatch) -> None:
+    """One GPU call must bring back what it can: a failed reference costs no Loraboard row."""
+    events: list[str] = []
+
+    class FakeStack:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def restart_worker(self) -> None:
+            events.append(f"restart {self.name}")
+
+        def stop(self) -> None:
+            events.append(f"stop {self.name}")
+
+    def run_phase(stack, workload, variant, cache, args):
+        if variant == "reference":
+            raise RuntimeError("out of memory")
+        return {"variant": variant, "cache": cache}
+
+    workload = whole_run.Workload(tmp_path, tmp_path, 1, 1, "tiny-llama")
+    monkeypatch.setattr(whole_run, "prepare_workload", lambda *args: workload)
+    monkeypatch.setattr(whole_run, "fresh_stack", lambda work_dir, name, workload: FakeStack(name))
+    monkeypatch.setattr(whole_run, "run_phase", run_phase)
+    args = whole_run.argparse.Namespace(tiny=True, model_dir=None, phases=set(whole_run.PHASES), logs=None)
+    rows, failed = whole_run.run_phases(args, tmp_path)
+    assert failed == ["reference-cold"]
+    assert rows == [{"variant": "loraboard", "cache": "cold"}, {"variant": "loraboard", "cache": "warm"}]
+    # each stack stopped once, the loraboard one only after its warm run
+    assert events == ["stop data-reference", "restart data-loraboard", "stop data-loraboard"]
