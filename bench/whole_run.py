@@ -293,6 +293,18 @@ def copy_logs(work_dir: Path, destination: Path) -> None:
         shutil.copyfile(log, destination / f"{log.parent.parent.name}-{log.name}")
 
 
+SHM_NEEDED_BYTES = 40 << 30  # the 13.5 GB model, with room for the data dirs and caches
+
+
+def scratch_base(tiny: bool) -> str | None:
+    """/dev/shm on the GPU machine, where it holds the model in memory (as a user's page cache
+    would after a first load); the default temporary folder when it is small or for --tiny."""
+    shm = Path("/dev/shm")
+    if tiny or not shm.is_dir() or shutil.disk_usage(shm).free < SHM_NEEDED_BYTES:
+        return None
+    return str(shm)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench whole-run",
@@ -323,9 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         args.work_dir.mkdir(parents=True, exist_ok=True)
         _, failed = run_phases(args, args.work_dir.resolve())
     else:
-        # On the GPU machine /dev/shm holds the 13 GB model in memory; the CPU test's is small.
-        base = "/dev/shm" if Path("/dev/shm").is_dir() and not args.tiny else None
-        with tempfile.TemporaryDirectory(prefix="bench-whole-run-", dir=base) as work_dir:
+        with tempfile.TemporaryDirectory(prefix="bench-whole-run-", dir=scratch_base(args.tiny)) as work_dir:
             _, failed = run_phases(args, Path(work_dir))
     if failed:
         say(f"failed: {', '.join(failed)}")
