@@ -160,7 +160,10 @@ def run_training(
             disable_acceleration=disable_acceleration | {feature},
             timings=timings,
         )
-    timings.training_done(torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None)
+    timings.training_done(
+        torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
+        compiled_graphs=_compiled_graphs() if compiling else None,
+    )
 
     result = TrainingResult(
         adapter_dir=adapter_dir,
@@ -281,6 +284,14 @@ def _resume_path(resume: str | bool | None, checkpoints_dir: Path) -> str | None
     if not Path(resume).is_dir():
         raise FileNotFoundError(f"checkpoint to resume from does not exist: {resume}")
     return str(resume)
+
+
+def _compiled_graphs() -> int:
+    """Graphs torch.compile made in this process: one per layer shape is the aim; more means
+    recompiles (each one a pause of seconds to a minute in the steps)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
 
 
 def _parameter_counts(model: Any) -> tuple[int, int]:

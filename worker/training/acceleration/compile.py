@@ -28,6 +28,7 @@ the graph itself (dequant.py).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from worker.training.acceleration.class_swap import cached_subclass
@@ -206,3 +207,22 @@ def forget_compiled_layers() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def keep_compile_caches_in(directory: Path) -> None:
+    """Point torch.compile's on-disk caches at `directory` (before anything compiles), unless
+    the environment already names them (the Dockerfile does, on the data volume).
+
+    With Inductor's FX graph cache and AOTAutograd's cache on, a second run of the same model
+    shape, in any worker process that shares the directory, loads the compiled forward and
+    backward instead of generating and compiling them again; Triton's cache keeps the kernels.
+    """
+    import os
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(directory / "torchinductor"))
+    os.environ.setdefault("TRITON_CACHE_DIR", str(directory / "triton"))
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+
+    inductor_config.fx_graph_cache = True
+    functorch_config.enable_autograd_cache = True
