@@ -10,8 +10,9 @@
   as X-CSRF-Token through htmx, or as the csrf_token field).
 - Every request's Host must be one the operator allows (Settings.allowed_hosts): a web
   page in the user's own browser can otherwise reach a loopback server by DNS rebinding.
-- Nothing answers without a key or a session but the login page, static files and
-  /healthz (liveness only, no data).
+- Nothing answers without a key or a session but the login page and static files, on
+  loopback too (a page in the user's own browser reaches loopback); /healthz included:
+  health checks send a key.
 
 Who is asking is kept in a context variable for the services: a user sees only their own
 runs, files and adapters, an admin everything (ownership.py).
@@ -43,7 +44,8 @@ from app.models import ApiKey, utcnow
 SESSION_COOKIE = "loraboard_session"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
-PUBLIC_PREFIXES = ("/login", "/static/", "/healthz")
+PUBLIC_PATHS = ("/login",)
+PUBLIC_PREFIXES = ("/static/",)
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 CACHE_TTL_S = 10.0  # a revoked key stops working in this process at once, in others within this
 ADMIN_USER = "admin"
@@ -269,7 +271,7 @@ class AuthMiddleware:
         if not host_allowed(headers.get("host")):
             await _json(send, 400, "This host name is not allowed (LORABOARD_ALLOWED_HOSTS).", "invalid_host")
             return
-        if path.startswith(PUBLIC_PREFIXES):
+        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
             await self.app(scope, receive, send)
             return
         cookies = _cookies(headers)

@@ -46,7 +46,13 @@ def user_key(user: str) -> str:
 
 def test_nothing_answers_without_a_key(app: object) -> None:
     client = anonymous(app)
-    for method, url in [("GET", "/v1/fine_tuning/jobs"), ("POST", "/v1/files"), ("GET", "/docs")]:
+    for method, url in [
+        ("GET", "/v1/fine_tuning/jobs"),
+        ("POST", "/v1/files"),
+        ("GET", "/docs"),
+        ("GET", "/openapi.json"),
+        ("GET", "/healthz"),
+    ]:
         response = client.request(method, url)
         assert response.status_code == 401, url
         assert response.json()["error"] == {
@@ -60,6 +66,7 @@ def test_nothing_answers_without_a_key(app: object) -> None:
     assert client.get("/login").status_code == 200
     assert client.get("/static/loraboard.css").status_code == 200
     assert bearer(app, "lb-made-up").get("/v1/files").status_code == 401
+    assert bearer(app, ADMIN_KEY).get("/healthz").json() == {"status": "ok"}
 
 
 def test_the_issues_cross_site_post_trains_nothing(app: object) -> None:
