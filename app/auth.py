@@ -15,7 +15,7 @@
   health checks send a key.
 - Every request with a stored key (or a session) reads that key's row, by the indexed
   hash or id: a key revoked by `loraboard keys revoke` or by another server process
-  stops working at the very next request, with no cache to wait out.
+  stops working at the very next request.
 
 Who is asking is kept in a context variable for the services: a user sees only their own
 runs, files and adapters, an admin everything (ownership.py).
