@@ -54,7 +54,9 @@ class LocalStack:
             LORABOARD_DATA_DIR=str(self.data_dir),
             LORABOARD_API_KEY=self.api_key,
             LORABOARD_LOCAL_ROOTS="[" + ", ".join(f'"{root}"' for root in self.local_roots) + "]",
-            TORCHINDUCTOR_CACHE_DIR=str(self.compile_cache_dir / "inductor"),
+            # Where the worker keeps them by default (app/config.py, compile_cache_dir), named
+            # here so that no cache set in the machine's environment is shared between phases.
+            TORCHINDUCTOR_CACHE_DIR=str(self.compile_cache_dir / "torchinductor"),
             TRITON_CACHE_DIR=str(self.compile_cache_dir / "triton"),
             HF_HUB_OFFLINE="1",  # the model and the data are local: nothing may be fetched
             PYTHONUNBUFFERED="1",
@@ -172,7 +174,7 @@ class LocalStack:
         while time.monotonic() < deadline:
             self._check_alive()
             try:
-                if httpx.get(f"{self.base_url}/healthz", timeout=2).status_code == 200:
+                if httpx.get(f"{self.base_url}/healthz", headers=self.headers, timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

@@ -28,12 +28,12 @@ their timing is not a measurement).
 Variants:
   reference     trainer "reference": the recipe as written (fp16 compute, no mixed
                 precision, paged_adamw_32bit, group_by_length, gradient checkpointing, ...)
-  loraboard     trainer "loraboard": the worker's fast path (worker/training/acceleration.py)
+  loraboard     trainer "loraboard": the worker's fast path (worker/training/acceleration/)
   lb-no-<f>     loraboard without default feature <f> (sdpa, bf16, liger, compile,
                 dequant; join several with +, e.g. lb-no-liger+sdpa): ablations
   lb+<f>        loraboard with opt-in feature <f> (optimizer, offload; e.g.
                 lb+optimizer+offload, or lb+optimizer+no-compile to leave a default
-                feature off too); see worker/training/acceleration.py
+                feature off too); see worker/training/acceleration/
   <v>@memory    variant <v> with every allocation recorded (bench/diagnostics/memory_at_peak.py):
                 the result's memory_at_peak says what was alive at the peak; its
                 speed is not a measurement (recording slows the CPU)

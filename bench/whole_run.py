@@ -242,11 +242,11 @@ def run_phase(
 
 
 def fresh_stack(work_dir: Path, name: str, workload: Workload) -> LocalStack:
-    """A new data dir with an empty compile cache folder inside it."""
+    """A new data dir, and so an empty compile cache (the worker keeps it in the data dir)."""
     data_dir = work_dir / name
     shutil.rmtree(data_dir, ignore_errors=True)
     roots = [workload.model_dir.resolve(), workload.dataset.parent.resolve()]
-    stack = LocalStack(data_dir=data_dir, compile_cache_dir=data_dir / "compile-cache", local_roots=roots)
+    stack = LocalStack(data_dir=data_dir, compile_cache_dir=data_dir / "cache" / "compile", local_roots=roots)
     stack.start()
     return stack
 

@@ -1,6 +1,6 @@
 """How fast is one 4-bit weight's dequantization on the GPU: bitsandbytes' CUDA kernel, the
-Triton kernel Inductor generates from graph_dequantization's torch ops, and Loraboard's own
-Triton kernel (dequantization_kernel.py), the last two compiled as the layers compile them.
+Triton kernel Inductor generates from acceleration/dequant.py's torch ops, and Loraboard's own
+Triton kernel (acceleration/dequant_kernel.py), the last two compiled as the layers compile them.
 
 Each dequantization reads the packed weight (half a byte a value) and its block scales and
 writes the 16-bit weight (2 bytes a value): memory-bound, so the figure of merit is the
@@ -46,19 +46,17 @@ def measure(shape: tuple[int, int]) -> dict:
     import bitsandbytes.functional as bnb_functional
     import torch
 
-    from worker.training.graph_dequantization import dequantize_4bit
+    from worker.training.acceleration.dequant import dequantize_4bit
 
     weight = torch.randn(shape, dtype=torch.bfloat16, device="cuda")
     packed, state = bnb_functional.quantize_4bit(weight, quant_type="nf4")
-    from worker.training import dequantization_kernel
+    from worker.training.acceleration import dequant_kernel
 
     in_torch_ops = torch.compile(lambda: dequantize_4bit(packed, state, torch.bfloat16))
     expected = bnb_functional.dequantize_4bit(packed, state).to(torch.bfloat16)
     assert torch.equal(in_torch_ops(), expected)
     numel = shape[0] * shape[1]
-    kernel = torch.compile(
-        lambda: dequantization_kernel.dequantize(packed, state.absmax, state.code, numel, 64)
-    )
+    kernel = torch.compile(lambda: dequant_kernel.dequantize(packed, state.absmax, state.code, numel, 64))
     assert torch.equal(kernel().reshape(shape), expected)
     values = shape[0] * shape[1]
     moved = values * 2 + values // 2 + state.absmax.numel() * 4  # written + packed + scales

@@ -192,7 +192,8 @@ def test_a_failed_compilation_trains_again_without_it(models_dir, tmp_path, monk
     why each time, and logs every step once."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
-    from worker.training import acceleration, compiled_layers
+    from worker.training import acceleration
+    from worker.training.acceleration import compile as compiled_layers
     from worker.training.trainer import run_training
 
     planned_without: list[frozenset[str]] = []

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.stack import free_port, make_stack
+from tests.stack import ADMIN_HEADERS, free_port, make_stack
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -31,7 +31,7 @@ def wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-d
 
 def healthy(base_url: str) -> bool:
     try:
-        return httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200
+        return httpx.get(f"{base_url}/healthz", headers=ADMIN_HEADERS, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
 

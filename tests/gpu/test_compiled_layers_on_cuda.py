@@ -20,7 +20,7 @@ from tests.compiled_layers_support import (
     loss_and_gradients,
     save_random_llama,
 )
-from worker.training.seeded_dropout import use_seeded_dropout
+from worker.training.acceleration.seeded_dropout import use_seeded_dropout
 
 pytestmark = pytest.mark.gpu
 
@@ -89,7 +89,7 @@ def _assert_recompute_draws_the_forwards_masks(model_dir, compiled) -> None:
 def test_graph_dequantization_is_bitsandbytes_cuda_kernel_bit_for_bit(quant_type, nested) -> None:
     import bitsandbytes.functional as bnb_functional
 
-    from worker.training.graph_dequantization import dequantize_4bit
+    from worker.training.acceleration.dequant import dequantize_4bit
 
     generator = torch.Generator(device="cuda").manual_seed(0)
     for shape in ((4096, 4096), (11008, 4096), (33, 17)):
@@ -109,7 +109,7 @@ def test_the_triton_kernel_is_bitsandbytes_cuda_kernel_bit_for_bit(quant_type) -
     (as the compiled backward calls it), bitsandbytes' CUDA kernel's values, bit for bit."""
     import bitsandbytes.functional as bnb_functional
 
-    from worker.training.dequantization_kernel import dequantize
+    from worker.training.acceleration.dequant_kernel import dequantize
 
     generator = torch.Generator(device="cuda").manual_seed(0)
     for shape in ((4096, 4096), (11008, 4096), (4096, 11008), (33, 17)):

@@ -1,4 +1,4 @@
-"""worker/training/queued_optimizer.py: bitsandbytes' updates queued without synchronizes."""
+"""worker/training/acceleration/queued_optimizer.py: bitsandbytes' updates queued without synchronizes."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ bnb = pytest.importorskip("bitsandbytes")
 
 import torch  # noqa: E402
 
-from worker.training import queued_optimizer  # noqa: E402
-from worker.training.queued_optimizer import queue_updates, updates_at_once  # noqa: E402
+from worker.training.acceleration import queued_optimizer  # noqa: E402
+from worker.training.acceleration.queued_optimizer import queue_updates, updates_at_once  # noqa: E402
 
 
 def adapters_like(seed: int = 0) -> list[torch.nn.Parameter]:

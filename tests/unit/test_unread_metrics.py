@@ -1,4 +1,4 @@
-"""worker/training/unread_metrics.py: trl's metrics and the token count, read at log steps only."""
+"""acceleration/unread_metrics.py: trl's metrics and the token count, read at log steps only."""
 
 from __future__ import annotations
 
@@ -11,7 +11,11 @@ from tests.training_support import (  # noqa: F401  (models_dir: a fixture)
     note_each_training_batch,
     rows_scored_by_trls_head,
 )
-from worker.training.unread_metrics import BatchFactsCollator, count_input_tokens, keep_metrics_on_device
+from worker.training.acceleration.unread_metrics import (
+    BatchFactsCollator,
+    count_input_tokens,
+    keep_metrics_on_device,
+)
 
 
 def _trainer(models_dir, tmp_path, name: str, **overrides):  # noqa: F811
@@ -137,7 +141,7 @@ def test_the_head_scores_every_position_with_trls_values(tmp_path, monkeypatch) 
     from transformers import LlamaForCausalLM
 
     from tests.compiled_layers_support import VOCAB, save_random_llama
-    from worker.training.unread_metrics import every_position_scored
+    from worker.training.acceleration.unread_metrics import every_position_scored
 
     model = LlamaForCausalLM.from_pretrained(save_random_llama(tmp_path / "llama"))
     trl_utils.add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))

@@ -14,6 +14,8 @@ compile is never mistaken for a hang; when it ends its seconds go to
     total_s             the start to the adapter on disk
     steady_tokens_per_s real tokens / s over the steps after the first STEADY_SKIP of them
     peak_allocated_gib  torch.cuda.max_memory_allocated during training (CUDA only)
+    compiled_graphs     graphs torch.compile made (compiled layers only; more than one per
+                        layer shape means recompiles)
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ class RunTimings:
     def step(self, seconds: float, tokens: int) -> None:
         self._step_seconds.append((seconds, tokens))
 
-    def training_done(self, peak_allocated_bytes: int | None) -> None:
+    def training_done(self, peak_allocated_bytes: int | None, *, compiled_graphs: int | None = None) -> None:
         skip = int(len(self._step_seconds) * STEADY_SKIP)
         steady = self._step_seconds[skip:]
         seconds = sum(item[0] for item in steady)
@@ -83,6 +85,8 @@ class RunTimings:
             self.timings["steady_tokens_per_s"] = round(tokens / seconds, 1)
         if peak_allocated_bytes is not None:
             self.timings["peak_allocated_gib"] = round(peak_allocated_bytes / 2**30, 3)
+        if compiled_graphs is not None:
+            self.timings["compiled_graphs"] = compiled_graphs
         self._publish()
 
     def finished(self) -> None:

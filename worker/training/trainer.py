@@ -32,6 +32,7 @@ from worker.training.schedule import derive_schedule
 
 if TYPE_CHECKING:
     from app.run_config import RunConfig
+    from worker.training.acceleration import Acceleration
 
 OOM_HINT = (
     "out of GPU memory: lower per_device_train_batch_size (raise gradient_accumulation_steps to keep the "
@@ -128,7 +129,6 @@ def run_training(
     resume = _resume_path(resume_from_checkpoint, checkpoints_dir)
     if resume:
         reporter.event(f"resuming from {resume}")
-    compile_failure = None
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()  # the peak of training, not of quantizing the base
     first_phase = (
@@ -142,24 +142,18 @@ def run_training(
             trainer.train(resume_from_checkpoint=resume)
     except torch.OutOfMemoryError as error:
         raise MemoryError(f"{OOM_HINT} ({error})") from error
-    except torch._dynamo.exc.TorchDynamoException as error:
-        # Compilation is lazy: it fails in the first steps, on a model or a kernel the
-        # compiled layers were not measured on (Triton's compiler failed on a float32
-        # layer with dropout, bench/RESULTS.md). Nothing is logged yet, so the run starts
-        # again on the eager path instead of failing; after a log it fails as it is.
-        if acceleration is None or not acceleration.compile_layers or callback.latest:
+    except Exception as error:
+        if acceleration is None:
             raise
-        compile_failure = _compile_failure_reason(error)
-    if compile_failure is not None:
-        # C++ wrappers need g++ and Python's headers on the worker: a failure with them on
-        # drops them first and keeps the compiled layers; any other drops the compiling.
-        dropped = "cpp-wrapper" if acceleration.cpp_wrapper else "compile"
-        retry = RETRY_WITHOUT[dropped]
-        reporter.event(
-            f"compiling the decoder layers failed ({compile_failure}); training again {retry}", "warning"
-        )
+        from worker.training.acceleration.compile import forget_compiled_layers, retry_without
+
+        dropped = retry_without(error, acceleration, logged=bool(callback.latest))
+        if dropped is None:
+            raise
+        feature, message = dropped
+        reporter.event(message, "warning")
         del trainer, model
-        _forget_compiled_layers()
+        forget_compiled_layers()
         return run_training(
             config,
             output_dir,
@@ -167,11 +161,14 @@ def run_training(
             data,
             models_dir,
             resume_from_checkpoint,
-            disable_acceleration=disable_acceleration | {dropped},
+            disable_acceleration=disable_acceleration | {feature},
             timings=timings,
             trainer_ready=trainer_ready,
         )
-    timings.training_done(torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None)
+    timings.training_done(
+        torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
+        compiled_graphs=_compiled_graphs() if compiling else None,
+    )
 
     result = TrainingResult(
         adapter_dir=adapter_dir,
@@ -199,37 +196,10 @@ def run_training(
     return result
 
 
-def _compile_failure_reason(error: Exception) -> str:
-    """One line for the run's events: the backend's own error, not Dynamo's wrapper."""
-    inner = getattr(error, "inner_exception", None) or error.__cause__ or error
-    lines = [line.strip() for line in str(inner).splitlines() if line.strip()]
-    return f"{type(inner).__name__}: {lines[-1] if lines else ''}"[:300]
-
-
-RETRY_WITHOUT = {
-    "cpp-wrapper": "with Python wrappers instead of C++ ones",
-    "compile": "without torch.compile",
-}
-
-
-def _forget_compiled_layers() -> None:
-    """Drop the failed attempt's compiled graphs and free its GPU memory before the retry."""
-    import gc
-
-    import torch
-    import torch._inductor.config
-
-    torch._dynamo.reset()
-    torch._inductor.config.cpp_wrapper = False  # process-wide; the retry's plan sets its own
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def _plan_acceleration(
     config: RunConfig, device: DeviceInfo, reporter: Reporter, model_path: str, disable: frozenset[str]
-) -> Any:
-    """The GPU fast path (worker/training/acceleration.py) for trainer="loraboard"; None for "reference"."""
+) -> Acceleration | None:
+    """The GPU fast path (worker/training/acceleration/) for trainer="loraboard"; None for "reference"."""
     if config.trainer != "loraboard":
         return None
     try:
@@ -263,7 +233,9 @@ def _hidden_size(model_path: str) -> int | None:
     return int(size) if size else None
 
 
-def _build_model(model_path: str, config: RunConfig, arguments: MappedArguments, acceleration: Any) -> Any:
+def _build_model(
+    model_path: str, config: RunConfig, arguments: MappedArguments, acceleration: Acceleration | None
+) -> Any:
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
@@ -317,6 +289,14 @@ def _resume_path(resume: str | bool | None, checkpoints_dir: Path) -> str | None
     if not Path(resume).is_dir():
         raise FileNotFoundError(f"checkpoint to resume from does not exist: {resume}")
     return str(resume)
+
+
+def _compiled_graphs() -> int:
+    """Graphs torch.compile made in this process: one per layer shape is the aim; more means
+    recompiles (each one a pause of seconds to a minute in the steps)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
 
 
 def _parameter_counts(model: Any) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 """Dropout whose mask is a pure function of (seed, salt, position): recomputable exactly.
 
-The compiled decoder layers (compiled_layers.py) keep no activations: their backward
+The compiled decoder layers (compile.py) keep no activations: their backward
 recomputes the forward. An ordinary dropout there would draw a second, different
 mask in the recompute, and the gradient would no longer be the derivative of the
 loss the forward computed (measured on CPU: 23% off along the gradient's direction;
