@@ -21,10 +21,10 @@ from app.db import get_engine
 from app.errors import install_error_handlers
 from app.pages import login
 from app.pages import router as pages_router
-from app.run_config import transformers_optimizer_names, transformers_scheduler_names
 from app.services.files import upload_body_limit
 from app.services.orphans import recover_orphans
 from app.upload_limit import UploadLimitMiddleware
+from core.run_config import transformers_optimizer_names, transformers_scheduler_names
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger(__name__)

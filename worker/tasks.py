@@ -17,9 +17,9 @@ from sqlmodel import Session
 from app.config import get_settings
 from app.db import get_engine
 from app.errors import APIError
-from app.run_config import RunConfig
 from app.services import artifacts, files, results, runs, webhooks
 from app.services.orphans import recover_orphans
+from core.run_config import RunConfig
 from worker import registry  # noqa: F401  (connects the worker registry's signals)
 from worker.celery_app import TRAINING_QUEUE, celery_app
 from worker.recorder import DatabaseReporter, Heartbeat

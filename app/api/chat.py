@@ -14,12 +14,12 @@ from app.api import schemas
 from app.api.schemas import ERROR_RESPONSES
 from app.db import SessionDep
 from app.errors import APIError
-from app.model_catalog import BUILTIN_MODELS, BuiltinModel
 from app.models import Run, RunStatus
 from app.services import runs
 from app.services.chat_stream import stream_chat
 from app.services.completions import await_chat, completion_body, start_chat
 from app.services.ownership import visible
+from core.model_catalog import BUILTIN_MODELS, BuiltinModel
 
 router = APIRouter(tags=["chat"], responses=ERROR_RESPONSES)
 

@@ -32,13 +32,13 @@ from sqlmodel import Session, select
 from app.api import schemas
 from app.config import get_settings
 from app.errors import APIError
-from app.model_catalog import BUILTIN_MODELS
 from app.models import Checkpoint, RunStatus
-from app.run_config import RunConfig
 from app.services import artifacts, runs
 from app.services.ownership import visible
 from app.services.sources import allowed_local_path, is_hub_reference
 from app.services.workers import workers_online
+from core.model_catalog import BUILTIN_MODELS
+from core.run_config import RunConfig
 
 QUANTIZATION_FIELDS = ("use_4bit", "bnb_4bit_compute_dtype", "bnb_4bit_quant_type", "use_nested_quant")
 # How often a waiting request reads the result backend: a token's worth of latency at most.

@@ -18,10 +18,10 @@ from sqlmodel import Session
 
 from app.config import get_settings
 from app.models import DataFile
-from app.run_config import DEMO_DATASET_ID, DEMO_MODEL_ID
 from app.services.ownership import visible
 from app.services.sources import allowed_local_path, is_hub_reference
-from worker.training.formats import DatasetError, detect_format, read_records
+from core.formats import DatasetError, detect_format, read_records
+from core.run_config import DEMO_DATASET_ID, DEMO_MODEL_ID
 
 PREVIEW_SAMPLES = 5
 LENGTH_SAMPLES = 2000  # token lengths are measured on at most this many samples

@@ -22,9 +22,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from app.config import get_settings
-from app.run_config import DEMO_MODEL_ID, SMOLLM2_ID, RunConfig
 from app.services.hub_lookup import BackgroundLookups, LookupFailed, LookupPending
 from app.services.sources import allowed_local_path, is_hub_reference
+from core.model_catalog import DEMO_ARCHITECTURE, DEMO_TOKENIZER_VOCAB_SIZE
+from core.run_config import DEMO_MODEL_ID, SMOLLM2_ID, RunConfig
 
 GB = 1024**3
 GPU_SIZES_GB = (24, 40, 80)
@@ -159,14 +160,12 @@ def model_shape(model_name: str) -> ModelShape:
 
 
 def _demo_shape() -> ModelShape:
-    from worker.training.demo_model import ARCHITECTURE, TOKENIZER_VOCAB_SIZE
-
     built = get_settings().models_dir / DEMO_MODEL_ID / "config.json"
     if built.is_file():
         return shape_from_config(json.loads(built.read_text()), f"{DEMO_MODEL_ID} config.json")
     # Not built yet: the same architecture, vocabulary rounded up to 64 as the builder does.
-    vocab = -(-TOKENIZER_VOCAB_SIZE // 64) * 64
-    return shape_from_config({**ARCHITECTURE, "vocab_size": vocab}, f"{DEMO_MODEL_ID} architecture")
+    vocab = -(-DEMO_TOKENIZER_VOCAB_SIZE // 64) * 64
+    return shape_from_config({**DEMO_ARCHITECTURE, "vocab_size": vocab}, f"{DEMO_MODEL_ID} architecture")
 
 
 _HUB_CONFIGS = BackgroundLookups()

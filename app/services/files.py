@@ -13,7 +13,7 @@ from app.errors import APIError, not_found
 from app.models import DataFile, Run, RunStatus, new_id
 from app.services import runs
 from app.services.ownership import new_owner, only_visible, visible
-from worker.training.formats import SUPPORTED_EXTENSIONS, DatasetError, ReadLimits, validate_file
+from core.formats import SUPPORTED_EXTENSIONS, DatasetError, ReadLimits, validate_file
 
 UPLOAD_PURPOSES = ("fine-tune",)
 

@@ -9,11 +9,11 @@ from pydantic import ValidationError
 from sqlmodel import Session, col, func, select
 
 from app.models import Metric, Run, RunStatus
-from app.run_config import RunConfig, field_docs
 from app.services import runs
 from app.services.dataset_preview import count_samples
 from app.services.ownership import only_visible
-from worker.training.schedule import derive_schedule, lr_at
+from core.run_config import RunConfig, field_docs
+from core.schedule import derive_schedule, lr_at
 
 LR_CURVE_POINTS = 200
 

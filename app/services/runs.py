@@ -15,11 +15,11 @@ from sqlmodel import Session, col, func, select
 
 from app.errors import APIError, not_found
 from app.models import Checkpoint, DataFile, Event, Metric, Run, RunStatus, utcnow
-from app.run_config import RunConfig
 from app.services import webhooks
 from app.services.model_availability import check_model_available
 from app.services.ownership import new_owner, only_visible, visible
 from app.services.sources import check_source
+from core.run_config import RunConfig
 
 ACTIVE_STATUSES = (
     RunStatus.queued,

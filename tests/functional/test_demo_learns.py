@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from app.run_config import DEMO_DATASET_ID, DEMO_MODEL_ID, preset_config
+from core.run_config import DEMO_DATASET_ID, DEMO_MODEL_ID, preset_config
 from worker.training.demo_dataset import demo_dataset_path
 from worker.training.reporting import DataSources, MemoryReporter
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from app.run_config import RunConfig, preset_config
 from app.services import estimates
 from app.services.estimates import (
     GB,
@@ -14,6 +13,7 @@ from app.services.estimates import (
     trainable_parameters,
     verdict,
 )
+from core.run_config import RunConfig, preset_config
 
 LLAMA2_7B = KNOWN_SHAPES["nousresearch/llama-2-7b-chat-hf"]
 

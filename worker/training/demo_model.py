@@ -28,30 +28,17 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from app.run_config import DEMO_MODEL_ID
+from core.model_catalog import DEMO_ARCHITECTURE, DEMO_TOKENIZER_VOCAB_SIZE
+from core.run_config import DEMO_MODEL_ID
 
 SEED = 0
 
-# Every Linear's in_features is a multiple of 64, the block size of bitsandbytes'
-# 4-bit quantization (hidden 256, intermediate 512).
-ARCHITECTURE = {
-    "hidden_size": 256,
-    "intermediate_size": 512,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 4,
-    "max_position_embeddings": 256,
-    "rms_norm_eps": 1e-5,
-    "initializer_range": 256**-0.5,  # 1/sqrt(hidden_size): see the module docstring
-    "tie_word_embeddings": False,
-}
 # The output head, drawn explicitly with std 1/sqrt(hidden): after the final
 # RMSNorm the hidden state has norm sqrt(hidden), so with std 0.02 the largest
 # logit an adapter can reach is about 0.02 x 256 = 5 and the answer never becomes
 # confident (measured: the loss stalled at 3.7). With 1/sqrt(hidden) the random
 # logits have unit variance and an aligned hidden state reaches sqrt(hidden) = 16.
-HEAD_INIT_STD = ARCHITECTURE["hidden_size"] ** -0.5
-TOKENIZER_VOCAB_SIZE = 1024
+HEAD_INIT_STD = DEMO_ARCHITECTURE["hidden_size"] ** -0.5
 SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
 BUILD_MARKER = "loraboard-demo.json"  # written last: its presence means the build is complete
 
@@ -102,7 +89,7 @@ def build_demo_model(directory: Path) -> None:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        **ARCHITECTURE,
+        **DEMO_ARCHITECTURE,
     )
     # The weights are drawn from the CPU generator seeded with SEED, inside a fork that
     # restores its state after: a run that builds the model on first use must draw the same
@@ -121,7 +108,7 @@ def build_demo_model(directory: Path) -> None:
         "seed": SEED,
         "random_weights": True,
         "head_init_std": HEAD_INIT_STD,
-        **ARCHITECTURE,
+        **DEMO_ARCHITECTURE,
     }
     (directory / BUILD_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
 
@@ -136,7 +123,7 @@ def build_tokenizer():
     tokenizer.decoder = decoders.ByteLevel()
     specials = [SPECIAL_TOKENS[name] for name in ("unk_token", "bos_token", "eos_token", "pad_token")]
     trainer = trainers.BpeTrainer(
-        vocab_size=TOKENIZER_VOCAB_SIZE,
+        vocab_size=DEMO_TOKENIZER_VOCAB_SIZE,
         special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes: any text encodes
         show_progress=False,
@@ -147,7 +134,9 @@ def build_tokenizer():
         single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tokenizer.token_to_id(bos))]
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, model_max_length=ARCHITECTURE["max_position_embeddings"], **SPECIAL_TOKENS
+        tokenizer_object=tokenizer,
+        model_max_length=DEMO_ARCHITECTURE["max_position_embeddings"],
+        **SPECIAL_TOKENS,
     )
 
 
@@ -165,7 +154,7 @@ def _tokenizer_corpus() -> list[str]:
 
 
 def _readme(vocab_size: int) -> str:
-    sizes = ", ".join(f"{key}={value}" for key, value in ARCHITECTURE.items())
+    sizes = ", ".join(f"{key}={value}" for key, value in DEMO_ARCHITECTURE.items())
     return f"""# {DEMO_MODEL_ID}
 
 Random weights, built locally by Loraboard (worker/training/demo_model.py, seed {SEED}).

@@ -17,7 +17,7 @@ import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from app.run_config import RunConfig
+    from core.run_config import RunConfig
 
 
 def derive_schedule(config: RunConfig, num_samples: int, num_gpus: int = 1) -> dict[str, int]:
