@@ -19,10 +19,10 @@ from app.auth import AuthMiddleware, first_start_key
 from app.config import get_settings
 from app.db import get_engine
 from app.errors import install_error_handlers
+from app.lifecycle.orphans import recover_orphans
 from app.pages import login
 from app.pages import router as pages_router
 from app.services.files import upload_body_limit
-from app.services.orphans import recover_orphans
 from app.upload_limit import UploadLimitMiddleware
 from core.run_config import transformers_optimizer_names, transformers_scheduler_names
 

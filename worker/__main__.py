@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import sys
 
-from worker.celery_app import INFERENCE_QUEUE, TRAINING_QUEUE, WEBHOOK_QUEUE, celery_app
+from core.queues import INFERENCE_QUEUE, TRAINING_QUEUE, WEBHOOK_QUEUE
+from worker.celery_app import celery_app
 
 ROLES = {
     "training": [

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlmodel import Session, col, func, select
 
+from app.lifecycle import run_states
 from app.models import Metric, Run, RunStatus
 from app.services import runs
 from app.services.dataset_preview import count_samples
@@ -26,7 +27,7 @@ class RunRow:
 
     @property
     def active(self) -> bool:
-        return self.run.status in (status.value for status in runs.ACTIVE_STATUSES)
+        return self.run.status in (status.value for status in run_states.ACTIVE_STATUSES)
 
 
 def run_rows(session: Session, page: list[Run]) -> list[RunRow]:
@@ -89,7 +90,7 @@ def last_metric_id(session: Session, run_id: str) -> int:
 def metric_history(session: Session, run_id: str) -> list[dict[str, Any]]:
     from app.services.streaming import metric_payload
 
-    return [metric_payload(metric) for metric in runs.list_metrics(session, run_id)]
+    return [metric_payload(metric) for metric in run_states.list_metrics(session, run_id)]
 
 
 OOM_MARKERS = ("out of memory", "outofmemoryerror", "cuda oom", "cublas_status_alloc_failed")
