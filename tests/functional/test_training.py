@@ -6,11 +6,11 @@ import json
 
 import pytest
 
+from core.demo_dataset import demo_dataset_path
 from core.formats import DatasetError
 from core.run_config import DEMO_DATASET_ID, DEMO_MODEL_ID, preset_config
 from core.schedule import lr_at
 from tests.training_support import models_dir, write_jsonl  # noqa: F401  (fixture)
-from worker.training.demo_dataset import demo_dataset_path
 from worker.training.reporting import DataSources, MemoryReporter
 
 ADAPTER_FILES = {"adapter_model.safetensors", "adapter_config.json"}

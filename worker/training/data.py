@@ -17,9 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.demo_dataset import demo_dataset_path
 from core.formats import SUPPORTED_EXTENSIONS, DatasetSummary, read_records, validate_records
 from core.run_config import DEMO_DATASET_ID
-from worker.training.demo_dataset import demo_dataset_path
 
 if TYPE_CHECKING:
     from datasets import Dataset
