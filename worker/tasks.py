@@ -1,7 +1,7 @@
 """Celery tasks: thin shells. Load the run, mark it running, call training, record the result.
 
-Tasks take ids, never configs (DESIGN 4): the database row is the truth, and a
-task that arrives for a run that was cancelled meanwhile does nothing.
+Tasks take ids, never configs (docs/architecture.md, convention 4): the database row is
+the truth, and a task that arrives for a run that was cancelled meanwhile does nothing.
 """
 
 from __future__ import annotations

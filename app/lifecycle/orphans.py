@@ -1,4 +1,5 @@
-"""Runs whose worker vanished: detected from their heartbeat and re-queued (DESIGN 5).
+"""Runs whose worker vanished: detected from their heartbeat and re-queued
+(docs/architecture.md, convention 5).
 
 A run resumes from its last checkpoint (the task passes resume_from_checkpoint when
 checkpoints exist), so a crash costs at most save_steps steps. A run that was being

@@ -1,7 +1,7 @@
 """Jinja2 set-up shared by every page module, and the one rule of HTMX responses.
 
-Same URL, two answers (DESIGN 6): the full page, or just its fragment when htmx
-asks (HX-Request header); full pages include the very fragments htmx swaps.
+Same URL, two answers (docs/architecture.md, convention 6): the full page, or just its
+fragment when htmx asks (HX-Request header); full pages include the very fragments htmx swaps.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The shapes come from the model's config.json (the demo model, a local directory,
 the Hugging Face cache) or, for the well-known hub models, from a small table, so
-the form answers on an air-gapped box too. The arithmetic is PARAMETERS.md's:
+the form answers on an air-gapped box too. The arithmetic is docs/parameters.md's:
 
     LoRA parameters per adapted Linear(d_in -> d_out) = r (d_in + d_out)
     4-bit weights         N_linear x 0.5 bytes

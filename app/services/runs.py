@@ -58,7 +58,8 @@ def checked_sources(config: RunConfig) -> RunConfig:
 def create_run(
     session: Session, config: RunConfig, *, suffix: str | None = None, metadata: dict[str, Any] | None = None
 ) -> Run:
-    """Store a run as queued and commit it; the caller enqueues after this returns (DESIGN 4)."""
+    """Store a run as queued and commit it; the caller enqueues after this returns
+    (docs/architecture.md, convention 4)."""
     config = checked_sources(config)
     check_model_available(config.model_name)
     resolve_file_reference(session, config.dataset, "training_file")

@@ -1,4 +1,5 @@
-"""Trainable parameters and the memory estimate: PARAMETERS.md's arithmetic, checked on known models."""
+"""Trainable parameters and the memory estimate: docs/parameters.md's arithmetic, checked on
+known models."""
 
 from __future__ import annotations
 
