@@ -22,6 +22,7 @@ from app.errors import install_error_handlers
 from app.lifecycle.orphans import recover_orphans
 from app.pages import login
 from app.pages import router as pages_router
+from app.pages.templating import error_page
 from app.services.files import upload_body_limit
 from app.upload_limit import UploadLimitMiddleware
 from core.run_config import transformers_optimizer_names, transformers_scheduler_names
@@ -78,7 +79,7 @@ def create_app() -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
-    install_error_handlers(app)
+    install_error_handlers(app, error_page)
     app.add_middleware(UploadLimitMiddleware, max_body_bytes=upload_body_limit())
     app.add_middleware(AuthMiddleware)  # added last: outermost, nothing runs before the key check
     for module in (files, jobs, chat):

@@ -35,6 +35,13 @@ def render(
     return templates.TemplateResponse(request, name, context, status_code=status_code)
 
 
+def error_page(request: Request, status_code: int, message: str) -> Response:
+    """The error page a browser gets (app/errors.py's handlers; API clients get JSON)."""
+    return templates.TemplateResponse(
+        request, "pages/error.html", {"status_code": status_code, "message": message}, status_code=status_code
+    )
+
+
 def render_fragment(name: str, context: dict[str, Any]) -> str:
     """A template rendered to a string, outside a request (the SSE stream's fragments)."""
     return templates.env.get_template(name).render(context)
