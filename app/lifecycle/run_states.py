@@ -58,6 +58,7 @@ def add_event(
 
 
 def transition(session: Session, run_id: str, allowed: tuple[RunStatus, ...], **values: Any) -> bool:
+    """Write values if the run's status is one of allowed, and commit; True when this call changed it."""
     statement = (
         update(Run)
         .where(col(Run.id) == run_id, col(Run.status).in_([status.value for status in allowed]))

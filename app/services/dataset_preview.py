@@ -19,6 +19,7 @@ from sqlmodel import Session
 from app.models import DataFile
 from app.services.ownership import visible
 from app.services.sources import allowed_local_path, is_hub_reference
+from core.demo_dataset import demo_dataset_path
 from core.demo_tokenizer import build_demo_tokenizer
 from core.formats import DatasetError, detect_format, read_records
 from core.run_config import DEMO_DATASET_ID, DEMO_MODEL_ID
@@ -26,7 +27,6 @@ from core.run_config import DEMO_DATASET_ID, DEMO_MODEL_ID
 PREVIEW_SAMPLES = 5
 LENGTH_SAMPLES = 2000  # token lengths are measured on at most this many samples
 HISTOGRAM_BINS = 16
-DEMO_TRAIN_FILE = Path(__file__).resolve().parents[2] / "data" / "demo" / "antonyms-train.jsonl"
 # Sizes of well-known hub datasets, so the form can derive steps without a download.
 KNOWN_DATASET_SIZES = {"mlabonne/guanaco-llama2-1k": 1000, "timdettmers/openassistant-guanaco": 9846}
 
@@ -56,7 +56,7 @@ class Preview:
 def dataset_path(session: Session, reference: str) -> Path | None:
     """A file id or the demo dataset id -> a local file; None for hub ids."""
     if reference == DEMO_DATASET_ID:
-        return DEMO_TRAIN_FILE
+        return demo_dataset_path("train")
     if reference.startswith("file-"):
         record = session.get(DataFile, reference)
         return Path(record.path) if record and visible(record.owner) else None
