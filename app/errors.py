@@ -16,8 +16,6 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
-from app.openapi_errors import state_validation_errors_as_400
-
 log = logging.getLogger(__name__)
 
 _TYPES = {
@@ -92,8 +90,6 @@ ErrorPage = Callable[[Request, int, str], Response]
 
 
 def install_error_handlers(app: FastAPI, error_page: ErrorPage) -> None:
-    state_validation_errors_as_400(app)  # /openapi.json promises the 400 that _request_invalid sends
-
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> Response:
         if _wants_page(request):

@@ -20,6 +20,7 @@ from app.config import get_settings
 from app.db import get_engine
 from app.errors import install_error_handlers
 from app.lifecycle.orphans import recover_orphans
+from app.openapi_errors import state_validation_errors_as_400
 from app.pages import login
 from app.pages import router as pages_router
 from app.pages.templating import error_page
@@ -80,6 +81,7 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app, error_page)
+    state_validation_errors_as_400(app)  # /openapi.json promises the 400 that the handlers send
     app.add_middleware(UploadLimitMiddleware, max_body_bytes=upload_body_limit())
     app.add_middleware(AuthMiddleware)  # added last: outermost, nothing runs before the key check
     for module in (files, jobs, chat):

@@ -15,7 +15,7 @@ from app.db import SessionDep
 from app.errors import APIError
 from app.lifecycle import model_names
 from app.models import Run, RunStatus
-from app.services import runs
+from app.services import chat_objects, runs
 from app.services.chat_stream import stream_chat
 from app.services.completions import await_chat, completion_body, start_chat
 from app.services.ownership import visible
@@ -96,7 +96,7 @@ STREAM_RESPONSE = {
 @router.post(
     "/chat/completions",
     summary="Chat with a base model or a fine-tuned adapter (served by a worker); stream=true streams",
-    response_model=schemas.ChatCompletion,
+    response_model=chat_objects.ChatCompletion,
     responses={200: STREAM_RESPONSE},
 )
 async def chat_completions(request: ChatCompletionRequest, session: SessionDep) -> Any:

@@ -29,12 +29,12 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult
 from sqlmodel import Session, select
 
-from app.api import schemas
 from app.config import get_settings
 from app.errors import APIError
 from app.lifecycle import artifacts, model_names
 from app.lifecycle.task_queue import celery_client
 from app.models import Checkpoint, Run, RunStatus
+from app.services import chat_objects
 from app.services.ownership import visible
 from app.services.sources import allowed_local_path, is_hub_reference
 from app.services.workers import workers_online
@@ -139,7 +139,7 @@ def _generation_error(detail: Any) -> APIError:
     )
 
 
-def complete_chat(session: Session, *, model: str, **options: Any) -> schemas.ChatCompletion:
+def complete_chat(session: Session, *, model: str, **options: Any) -> chat_objects.ChatCompletion:
     """Blocking: for callers already on a worker thread (the playground's form post)."""
     pending, target = start_chat(session, model=model, **options)
     timeout = get_settings().completion_timeout_s
@@ -175,19 +175,21 @@ async def await_chat(pending: AsyncResult) -> dict[str, Any]:
         await asyncio.sleep(POLL_INTERVAL_S)
 
 
-def completion_body(model: str, target: dict[str, Any], answer: dict[str, Any]) -> schemas.ChatCompletion:
+def completion_body(
+    model: str, target: dict[str, Any], answer: dict[str, Any]
+) -> chat_objects.ChatCompletion:
     logprobs = answer.get("logprobs")
-    return schemas.ChatCompletion(
+    return chat_objects.ChatCompletion(
         id=completion_id(),
         created=int(time.time()),
         model=model,
         system_fingerprint=fingerprint(target),
         choices=[
-            schemas.Choice(
+            chat_objects.Choice(
                 index=0,
-                message=schemas.AssistantMessage(content=answer["content"]),
+                message=chat_objects.AssistantMessage(content=answer["content"]),
                 finish_reason=answer["finish_reason"],
-                logprobs=schemas.ChoiceLogprobs(content=logprobs) if logprobs is not None else None,
+                logprobs=chat_objects.ChoiceLogprobs(content=logprobs) if logprobs is not None else None,
             )
         ],
         usage=usage(answer["prompt_tokens"], answer["completion_tokens"]),
@@ -204,8 +206,8 @@ def fingerprint(target: dict[str, Any]) -> str:
     return f"fp_{digest[:10]}"
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> schemas.Usage:
-    return schemas.Usage(
+def usage(prompt_tokens: int, completion_tokens: int) -> chat_objects.Usage:
+    return chat_objects.Usage(
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         total_tokens=prompt_tokens + completion_tokens,
