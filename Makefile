@@ -44,6 +44,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy app worker core
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -3,38 +3,22 @@
 Every route declares one of these as its response_model, so /docs shows it and FastAPI
 checks each answer against it. Where the spec types a field as an optional non-null value
 (a file's status_details, a checkpoint's metrics), a missing value is left out, never
-written as null: `OpenAIObject.omit_if_none` names those fields. What Loraboard adds sits
-in a `loraboard` block, which the official client keeps as an attribute.
+written as null: `OpenAIObject.omit_if_none` (app/openai_object.py) names those fields.
+What Loraboard adds sits in a `loraboard` block, which the official client keeps as an
+attribute. The chat completion objects live with the services that build them
+(app/services/chat_objects.py).
 tests/openai_spec holds the spec's own schemas, against which the tests check every body.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SerializationInfo,
-    SerializerFunctionWrapHandler,
-    model_serializer,
-)
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.openai_object import OpenAIObject
 
 Auto = Literal["auto"]
-
-
-class OpenAIObject(BaseModel):
-    omit_if_none: ClassVar[frozenset[str]] = frozenset()
-
-    # No return annotation on purpose: pydantic then documents the model's own fields in /docs.
-    @model_serializer(mode="wrap")
-    def _leave_out_missing(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo):  # type: ignore[no-untyped-def]
-        data = handler(self)
-        for name in self.omit_if_none:
-            if data.get(name) is None:
-                data.pop(name, None)
-        return data
 
 
 # --- errors ---------------------------------------------------------------------
@@ -157,7 +141,7 @@ class JobExtras(BaseModel):
         description="Loraboard's own state: OpenAI's, or one of pausing, paused, cancelling "
         "(reported to OpenAI clients as running, cancelled, running)."
     )
-    config: dict[str, Any] = Field(description="The full run config (app/run_config.py).")
+    config: dict[str, Any] = Field(description="The full run config (core/run_config.py).")
     derived: dict[str, Any]
     runtime: dict[str, Any]
     current_step: int
@@ -285,78 +269,3 @@ class ModelObject(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelObject]
-
-
-class TopLogprob(BaseModel):
-    token: str
-    logprob: float
-    bytes: list[int] | None
-
-
-class TokenLogprob(TopLogprob):
-    top_logprobs: list[TopLogprob]
-
-
-class ChoiceLogprobs(BaseModel):
-    content: list[TokenLogprob] | None
-    refusal: list[TokenLogprob] | None = None
-
-
-class AssistantMessage(BaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str | None
-    refusal: str | None = None
-
-
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-FinishReason = Literal["stop", "length"]
-
-
-class Choice(BaseModel):
-    index: int
-    message: AssistantMessage
-    finish_reason: FinishReason
-    logprobs: ChoiceLogprobs | None
-
-
-class ChatCompletion(BaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    system_fingerprint: str = Field(description="Names the served base, adapter and quantization.")
-    choices: list[Choice]
-    usage: Usage
-
-
-class Delta(OpenAIObject):
-    omit_if_none = frozenset({"role", "content"})
-
-    role: Literal["assistant"] | None = None
-    content: str | None = None
-
-
-class ChunkChoice(BaseModel):
-    index: int
-    delta: Delta
-    finish_reason: FinishReason | None
-    logprobs: ChoiceLogprobs | None = None
-
-
-class ChatCompletionChunk(OpenAIObject):
-    """One server-sent event of a streamed completion (`data: {...}`; the stream ends `data: [DONE]`)."""
-
-    omit_if_none = frozenset({"usage"})
-
-    id: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
-    system_fingerprint: str
-    choices: list[ChunkChoice]
-    usage: Usage | None = None

@@ -19,9 +19,9 @@ from typing import Any
 from celery.result import AsyncResult
 from pydantic import BaseModel
 
-from app.api import schemas
 from app.config import get_settings
 from app.errors import error_body
+from app.services import chat_objects
 from app.services.completions import POLL_INTERVAL_S, completion_id, fingerprint, read_task, usage
 
 DONE = "data: [DONE]\n\n"
@@ -37,10 +37,12 @@ async def stream_chat(
 ) -> AsyncIterator[str]:
     chunk_id, created, system_fingerprint = completion_id(), int(time.time()), fingerprint(target)
 
-    def chunk(delta: schemas.Delta, finish_reason: Any = None, logprobs: Any = None) -> str:
-        choice = schemas.ChunkChoice(index=0, delta=delta, finish_reason=finish_reason, logprobs=logprobs)
+    def chunk(delta: chat_objects.Delta, finish_reason: Any = None, logprobs: Any = None) -> str:
+        choice = chat_objects.ChunkChoice(
+            index=0, delta=delta, finish_reason=finish_reason, logprobs=logprobs
+        )
         return _event(
-            schemas.ChatCompletionChunk(
+            chat_objects.ChatCompletionChunk(
                 id=chunk_id,
                 created=created,
                 model=model,
@@ -52,11 +54,11 @@ async def stream_chat(
     def piece_chunk(piece: dict[str, Any]) -> str:
         logprobs = piece.get("logprobs")
         return chunk(
-            schemas.Delta(content=piece["text"]),
-            logprobs=schemas.ChoiceLogprobs(content=logprobs) if logprobs is not None else None,
+            chat_objects.Delta(content=piece["text"]),
+            logprobs=chat_objects.ChoiceLogprobs(content=logprobs) if logprobs is not None else None,
         )
 
-    yield chunk(schemas.Delta(role="assistant", content=""))
+    yield chunk(chat_objects.Delta(role="assistant", content=""))
     sent = 0
     timeout = get_settings().completion_timeout_s
     deadline = time.monotonic() + timeout
@@ -81,10 +83,10 @@ async def stream_chat(
             return
         await asyncio.sleep(POLL_INTERVAL_S)
 
-    yield chunk(schemas.Delta(), finish_reason=result["finish_reason"])
+    yield chunk(chat_objects.Delta(), finish_reason=result["finish_reason"])
     if include_usage:
         yield _event(
-            schemas.ChatCompletionChunk(
+            chat_objects.ChatCompletionChunk(
                 id=chunk_id,
                 created=created,
                 model=model,

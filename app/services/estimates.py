@@ -2,7 +2,7 @@
 
 The shapes come from the model's config.json (the demo model, a local directory,
 the Hugging Face cache) or, for the well-known hub models, from a small table, so
-the form answers on an air-gapped box too. The arithmetic is PARAMETERS.md's:
+the form answers on an air-gapped box too. The arithmetic is docs/parameters.md's:
 
     LoRA parameters per adapted Linear(d_in -> d_out) = r (d_in + d_out)
     4-bit weights         N_linear x 0.5 bytes
@@ -22,10 +22,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from app.config import get_settings
-from app.run_config import DEMO_MODEL_ID, SMOLLM2_ID, RunConfig
 from app.services.hub_lookup import BackgroundLookups, LookupFailed, LookupPending
 from app.services.sources import allowed_local_path, is_hub_reference
 from core.acceleration_plan import GPU_PACKAGES, plan_acceleration
+from core.model_catalog import DEMO_ARCHITECTURE, DEMO_TOKENIZER_VOCAB_SIZE
+from core.run_config import DEMO_MODEL_ID, SMOLLM2_ID, RunConfig
 
 GB = 1024**3
 GPU_SIZES_GB = (24, 40, 80)
@@ -162,14 +163,12 @@ def model_shape(model_name: str) -> ModelShape:
 
 
 def _demo_shape() -> ModelShape:
-    from worker.training.demo_model import ARCHITECTURE, TOKENIZER_VOCAB_SIZE
-
     built = get_settings().models_dir / DEMO_MODEL_ID / "config.json"
     if built.is_file():
         return shape_from_config(json.loads(built.read_text()), f"{DEMO_MODEL_ID} config.json")
     # Not built yet: the same architecture, vocabulary rounded up to 64 as the builder does.
-    vocab = -(-TOKENIZER_VOCAB_SIZE // 64) * 64
-    return shape_from_config({**ARCHITECTURE, "vocab_size": vocab}, f"{DEMO_MODEL_ID} architecture")
+    vocab = -(-DEMO_TOKENIZER_VOCAB_SIZE // 64) * 64
+    return shape_from_config({**DEMO_ARCHITECTURE, "vocab_size": vocab}, f"{DEMO_MODEL_ID} architecture")
 
 
 _HUB_CONFIGS = BackgroundLookups()

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from app.run_config import DEMO_DATASET_ID, DEMO_MODEL_ID, preset_config
+from core.demo_dataset import demo_dataset_path
+from core.formats import DatasetError
+from core.run_config import DEMO_DATASET_ID, DEMO_MODEL_ID, preset_config
+from core.schedule import lr_at
 from tests.training_support import models_dir, write_jsonl  # noqa: F401  (fixture)
-from worker.training.demo_dataset import demo_dataset_path
-from worker.training.formats import DatasetError
 from worker.training.reporting import DataSources, MemoryReporter
-from worker.training.schedule import lr_at
 
 ADAPTER_FILES = {"adapter_model.safetensors", "adapter_config.json"}
 

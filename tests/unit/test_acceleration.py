@@ -211,8 +211,8 @@ def test_the_memory_estimate_counts_a_dequantized_layer_exactly_where_the_plan_d
     worker with the fast path's packages would do."""
     import dataclasses
 
-    from app.run_config import RunConfig
     from app.services.estimates import KNOWN_SHAPES, dequantized_layer_bytes
+    from core.run_config import RunConfig
 
     llama = KNOWN_SHAPES["nousresearch/llama-2-7b-chat-hf"]
     for hidden_size in (1024, 2047, 2048, 4096, 5120):

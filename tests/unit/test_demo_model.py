@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from app.run_config import DEMO_MODEL_ID
+from core.run_config import DEMO_MODEL_ID
 from tests.training_support import models_dir  # noqa: F401  (fixture)
 from worker.training.demo_model import ensure_demo_model
 from worker.training.model_sources import resolve_model

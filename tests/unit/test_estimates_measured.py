@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from app.run_config import RunConfig
 from app.services.estimates import estimate_run
+from core.run_config import RunConfig
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 # "model" is the name of the directory the bench built the random-weight model in.

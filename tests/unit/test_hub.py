@@ -124,7 +124,7 @@ def test_a_dataset_id_resolves_from_the_cache_too(cache, offline, tmp_path):
 def loopback_hub(cache, models_dir, monkeypatch):  # noqa: F811
     from huggingface_hub import constants
 
-    from app.run_config import DEMO_MODEL_ID
+    from core.run_config import DEMO_MODEL_ID
     from tests.hub_server import HubRepo, LoopbackHub
 
     demo = models_dir / DEMO_MODEL_ID

@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 
 from app.errors import APIError
 from app.migrate import upgrade
-from app.run_config import DEMO_OVERRIDES
 from app.services.job_requests import JobCreate, run_config_from_request
+from core.run_config import DEMO_OVERRIDES
 from tests.stack import ADMIN_HEADERS
 
 

@@ -82,9 +82,12 @@ def test_a_route_without_declared_errors_gets_the_400_too() -> None:
     from fastapi import FastAPI
 
     from app.errors import install_error_handlers
+    from app.openapi_errors import state_validation_errors_as_400
+    from app.pages.templating import error_page
 
     bare = FastAPI()
-    install_error_handlers(bare)
+    install_error_handlers(bare, error_page)
+    state_validation_errors_as_400(bare)
 
     @bare.get("/v1/things")
     def things(limit: int) -> dict[str, int]:

@@ -17,11 +17,11 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from app.db import get_engine
+from app.lifecycle import artifacts
 from app.migrate import upgrade
 from app.models import Checkpoint, Event, Metric, Run, utcnow
 from app.pages.templating import TEMPLATES_DIR, templates
-from app.run_config import preset_config
-from app.services import artifacts
+from core.run_config import preset_config
 from tests.stack import ADMIN_HEADERS
 
 DEMO_FILE = Path(__file__).resolve().parents[2] / "data" / "demo" / "antonyms-train.jsonl"

@@ -15,11 +15,11 @@ import pytest
 from sqlmodel import Session
 
 from app.db import get_engine
+from app.lifecycle.orphans import recover_orphans
 from app.migrate import upgrade
 from app.models import DataFile, Run, RunStatus, utcnow
-from app.run_config import preset_config
 from app.services import files, runs
-from app.services.orphans import recover_orphans
+from core.run_config import preset_config
 from worker.training.callbacks import ReporterCallback
 from worker.training.reporting import MemoryReporter, TrainingDiverged
 

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from app.run_config import RunConfig
+from core.run_config import RunConfig
+from core.schedule import derive_schedule, lr_at
 from tests.training_support import models_dir  # noqa: F401  (fixture)
-from worker.training.schedule import derive_schedule, lr_at
 
 
 def config(**overrides) -> RunConfig:
@@ -76,7 +76,7 @@ def test_trainer_agrees(models_dir, tmp_path, samples, overrides):  # noqa: F811
     from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    from app.run_config import DEMO_MODEL_ID
+    from core.run_config import DEMO_MODEL_ID
     from worker.training.arguments import DeviceInfo, map_arguments
     from worker.training.model_loading import load_tokenizer
 

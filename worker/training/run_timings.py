@@ -25,14 +25,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from core.event_shapes import STARTUP_PHASES
 from worker.training.reporting import Reporter
 
 # The steady pace leaves out the first tenth of the steps: the compile, the allocator
 # growing to its peak and the learning-rate warm-up all live there.
 STEADY_SKIP = 0.1
-
-# The phases before trainer.train(): what step 1 waits for besides itself.
-STARTUP_PHASES = ("model_files_s", "data_s", "model_load_s", "trainer_s")
 
 
 class RunTimings:
@@ -64,7 +62,7 @@ class RunTimings:
         """Called at the end of optimizer step 1 (after the GPU finished it)."""
         self.timings["first_step_s"] = round(self.elapsed(), 3)
         first_step = self.timings["first_step_s"]
-        step_one = first_step - sum(self.timings.get(key, 0.0) for key in STARTUP_PHASES)
+        step_one = first_step - sum(self.timings.get(key, 0.0) for key, _ in STARTUP_PHASES)
         what = "compiling the decoder layers and the step" if compiling else "the step"
         self.reporter.event(
             f"first step done {first_step:.1f} s after the start ({step_one:.1f} s of it {what})",

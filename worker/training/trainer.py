@@ -20,6 +20,7 @@ from collections.abc import Callable, Sized
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from core.schedule import derive_schedule
 from worker.training.arguments import DeviceInfo, MappedArguments, detect_device, map_arguments
 from worker.training.callbacks import ReporterCallback
 from worker.training.cpu_4bit_layout import keep_trainable_layout
@@ -28,10 +29,9 @@ from worker.training.model_loading import load_base_model, load_tokenizer
 from worker.training.model_sources import resolve_model
 from worker.training.reporting import DataSources, Reporter, TrainingResult
 from worker.training.run_timings import RunTimings
-from worker.training.schedule import derive_schedule
 
 if TYPE_CHECKING:
-    from app.run_config import RunConfig
+    from core.run_config import RunConfig
     from worker.training.acceleration import Acceleration
 
 OOM_HINT = (
