@@ -109,7 +109,7 @@ def opt_in_features(enable: frozenset[str]):
 
 def variant_config(variant: str, model_dir: str, data: str, steps: int, tiny: bool):
     """The run config a user would submit for this variant (docs/workload.md's recipe)."""
-    from app.run_config import RunConfig
+    from core.run_config import RunConfig
 
     trainer, _, _ = variant_features(variant)
     return RunConfig(

@@ -60,7 +60,7 @@ def write_text_dataset(path: Path, lengths: list[int], vocab: int) -> int:
 
 
 def recipe(trainer: str, max_steps: int, max_len: int) -> dict[str, Any]:
-    """The recipe in RunConfig's names (app/run_config.py): the whole run sends it as a job's
+    """The recipe in RunConfig's names (core/run_config.py): the whole run sends it as a job's
     hyperparameters, the throughput bench builds its RunConfig from it."""
     return {
         "trainer": trainer,

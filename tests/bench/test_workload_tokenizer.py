@@ -31,7 +31,7 @@ def test_each_text_sample_trains_as_many_real_tokens_as_its_drawn_length(tmp_pat
     from transformers import LlamaForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    from app.run_config import RunConfig
+    from core.run_config import RunConfig
     from worker.training.data import build_datasets
     from worker.training.model_loading import load_tokenizer
 
