@@ -1,6 +1,7 @@
 """A real 4-bit Llama with LoRA adapters, compiled or eager, for the compiled-layers tests.
 
-Shared by tests/unit/test_compiled_layers.py (CPU) and tests/gpu/test_compiled_layers_on_cuda.py.
+Shared by tests/worker/training/acceleration/test_compiled_layers.py (CPU) and
+tests/gpu/test_compiled_layers_on_cuda.py.
 """
 
 from __future__ import annotations

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.paths import PROJECT_ROOT
 from tests.stack import ADMIN_KEY
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SHOTS = PROJECT_ROOT / "test-artifacts" / "screenshots"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -15,10 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.paths import DEMO_DATA
 from tests.stack import Stack
 
 pytestmark = pytest.mark.gpu
-DEMO_TRAIN = Path(__file__).resolve().parents[2] / "data" / "demo" / "antonyms-train.jsonl"
+DEMO_TRAIN = DEMO_DATA / "antonyms-train.jsonl"
 
 
 def build_random_llama(directory: Path, models_dir: Path) -> Path:

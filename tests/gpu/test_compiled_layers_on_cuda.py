@@ -1,10 +1,10 @@
 """On a CUDA machine: the compiled decoder layers train what the eager layers train.
 
-The CPU checks of tests/unit/test_compiled_layers.py on CUDA, where Inductor emits
-Triton kernels and bitsandbytes runs its CUDA ops: the same loss and adapter gradients
-as the eager, checkpointed layers (float32 compute), and with dropout on (bfloat16 and
-the weights dequantized in the graph, as the planner compiles) the masks of the forward
-in the compiled recompute. The graph's dequantization is bitsandbytes' CUDA kernel's, bit
+The CPU checks of tests/worker/training/acceleration/test_compiled_layers.py on CUDA,
+where Inductor emits Triton kernels and bitsandbytes runs its CUDA ops: the same loss and
+adapter gradients as the eager, checkpointed layers (float32 compute), and with dropout on
+(bfloat16 and the weights dequantized in the graph, as the planner compiles) the masks of
+the forward in the compiled recompute. The graph's dequantization is bitsandbytes' CUDA kernel's, bit
 for bit.
 Run with `make gpu-test` (DEVELOPERS.md).
 """

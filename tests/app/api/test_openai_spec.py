@@ -8,7 +8,6 @@ tests/functional/test_openai_flow.py checks the same through real workers.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -19,9 +18,10 @@ from app.migrate import upgrade
 from app.models import Checkpoint, Event, Run, utcnow
 from app.services import runs
 from tests.openai_spec import assert_conforms, spec_errors
+from tests.paths import DEMO_DATA
 from tests.stack import ADMIN_HEADERS
 
-DEMO_FILE = Path(__file__).resolve().parents[2] / "data" / "demo" / "antonyms-train.jsonl"
+DEMO_FILE = DEMO_DATA / "antonyms-train.jsonl"
 JOB = {"model": "demo-tiny-llama", "training_file": "demo-antonyms"}
 
 

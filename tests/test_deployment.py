@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import yaml
 
 from app.config import Settings
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.paths import PROJECT_ROOT
 
 
 def load_compose() -> dict:
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
 
 
 def test_compose_has_every_service_with_healthchecks() -> None:
@@ -51,19 +48,19 @@ def test_compose_server_and_workers_share_data_and_backends() -> None:
 
 
 def test_dockerfile_installs_torch_before_the_project() -> None:
-    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    lines = (PROJECT_ROOT / "Dockerfile").read_text().splitlines()
     torch_line = next(i for i, line in enumerate(lines) if 'pip install "torch==' in line)
     project_line = next(i for i, line in enumerate(lines) if line.strip() == "RUN pip install .")
     assert torch_line < project_line
 
 
 def test_dockerfile_keeps_compiled_kernels_on_the_data_volume() -> None:
-    text = (ROOT / "Dockerfile").read_text()
+    text = (PROJECT_ROOT / "Dockerfile").read_text()
     assert 'VOLUME ["/data"]' in text
     for variable in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
         assert f"{variable}=/data/cache/" in text, variable
 
 
 def test_dockerfile_keeps_the_hugging_face_cache_on_the_data_volume() -> None:
-    dockerfile = (ROOT / "Dockerfile").read_text()
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
     assert "HF_HOME=/data/huggingface" in dockerfile

@@ -208,7 +208,7 @@ def test_a_file_under_the_local_root_trains_from_its_resolved_path(client: TestC
 
 def test_hub_ids_stay_allowed(client: TestClient) -> None:
     # A hub id the server can load (the built-in one; an uncached id with no hub in reach is refused
-    # by the model check, tests/unit/test_model_availability.py) and a hub dataset id.
+    # by the model check, tests/app/services/test_model_availability.py) and a hub dataset id.
     answer = job(client, {"model": "HuggingFaceTB/SmolLM2-135M-Instruct", "training_file": "mlabonne/x-1k"})
     assert answer["http"] == 200
 

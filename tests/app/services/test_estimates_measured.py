@@ -13,14 +13,14 @@ moments: 8 bytes per trainable parameter). The CUDA context is left out on both 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from app.run_config import RunConfig
 from app.services.estimates import estimate_run
+from tests.paths import PROJECT_ROOT
 
-RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
+RESULTS = PROJECT_ROOT / "bench" / "results"
 # "model" is the name of the directory the bench built the random-weight model in.
 SHAPES = {
     "llama7b": "NousResearch/Llama-2-7b-hf",

@@ -8,12 +8,11 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.paths import PROJECT_ROOT
 
 # Run in a child process: the interpreter is chosen when the kernel is defined, and the op
 # it backs can be registered once per process.
@@ -50,7 +49,7 @@ CHECK = textwrap.dedent(
 
 def test_the_kernel_gives_the_torch_ops_values_bit_for_bit() -> None:
     pytest.importorskip("triton")  # a dev dependency on Linux x86_64 (pyproject.toml)
-    environment = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    environment = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(PROJECT_ROOT)}
     result = subprocess.run(
         [sys.executable, "-c", CHECK], capture_output=True, text=True, env=environment, timeout=300
     )

@@ -10,7 +10,6 @@ import json
 import math
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -22,9 +21,10 @@ from app.models import Checkpoint, Event, Metric, Run, utcnow
 from app.pages.templating import TEMPLATES_DIR, templates
 from app.run_config import preset_config
 from app.services import artifacts
+from tests.paths import DEMO_DATA
 from tests.stack import ADMIN_HEADERS
 
-DEMO_FILE = Path(__file__).resolve().parents[2] / "data" / "demo" / "antonyms-train.jsonl"
+DEMO_FILE = DEMO_DATA / "antonyms-train.jsonl"
 
 
 def seed_run(status: str, steps: int, **fields: object) -> str:
