@@ -7,7 +7,6 @@ import math
 import pytest
 
 from app.run_config import RunConfig
-from tests.training_support import models_dir  # noqa: F401  (fixture)
 from worker.training.schedule import derive_schedule, lr_at
 
 
@@ -70,7 +69,7 @@ class _Seen(Exception):
         ),  # 0.05 x 608
     ],
 )
-def test_trainer_agrees(models_dir, tmp_path, samples, overrides):  # noqa: F811
+def test_trainer_agrees(models_dir, tmp_path, samples, overrides):
     """Build a real SFTTrainer, stop it as training begins, compare its max_steps, warm-up and LR."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, TrainerCallback

@@ -7,13 +7,12 @@ import math
 import time
 
 from app.run_config import DEMO_MODEL_ID
-from tests.training_support import models_dir  # noqa: F401  (fixture)
 
 QUANTIZATION = {"bnb_4bit_compute_dtype": "float32", "bnb_4bit_quant_type": "nf4"}
 QUESTION = [{"role": "user", "content": "What is the opposite of hot?"}]
 
 
-def answer(models_dir, **options):  # type: ignore[no-untyped-def]  # noqa: F811
+def answer(models_dir, **options):  # type: ignore[no-untyped-def]
     from worker.training.inference import generate_chat
 
     return generate_chat(
@@ -29,7 +28,7 @@ def answer(models_dir, **options):  # type: ignore[no-untyped-def]  # noqa: F811
     )
 
 
-def test_pieces_arrive_during_generation_and_join_to_the_answer(models_dir) -> None:  # noqa: F811
+def test_pieces_arrive_during_generation_and_join_to_the_answer(models_dir) -> None:
     arrivals: list[tuple[float, str]] = []
     streamed = answer(models_dir, on_piece=lambda piece: arrivals.append((time.monotonic(), piece["text"])))
     finished = time.monotonic()
@@ -39,7 +38,7 @@ def test_pieces_arrive_during_generation_and_join_to_the_answer(models_dir) -> N
     assert arrivals[0][0] < finished - 0.001, "the first piece came only when generation ended"
 
 
-def test_stop_strings_never_leak_into_the_stream(models_dir) -> None:  # noqa: F811
+def test_stop_strings_never_leak_into_the_stream(models_dir) -> None:
     plain = answer(models_dir)
     marker = plain["content"][3:6]
     assert marker.strip(), plain
@@ -49,7 +48,7 @@ def test_stop_strings_never_leak_into_the_stream(models_dir) -> None:  # noqa: F
     assert stopped["finish_reason"] == "stop" and plain["content"].startswith(stopped["content"])
 
 
-def test_logprobs_are_the_models_and_greedy_picks_the_top_one(models_dir) -> None:  # noqa: F811
+def test_logprobs_are_the_models_and_greedy_picks_the_top_one(models_dir) -> None:
     reply = answer(models_dir, logprobs=True, top_logprobs=3)
     entries = reply["logprobs"]
     assert 0 < len(entries) <= reply["completion_tokens"]

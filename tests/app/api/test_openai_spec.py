@@ -14,24 +14,13 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from app.db import get_engine
-from app.migrate import upgrade
 from app.models import Checkpoint, Event, Run, utcnow
 from app.services import runs
 from tests.openai_spec import assert_conforms, spec_errors
 from tests.paths import DEMO_DATA
-from tests.stack import ADMIN_HEADERS
 
 DEMO_FILE = DEMO_DATA / "antonyms-train.jsonl"
 JOB = {"model": "demo-tiny-llama", "training_file": "demo-antonyms"}
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[TestClient]:
-    upgrade()
-    from app.main import app
-
-    with TestClient(app, headers=ADMIN_HEADERS) as test_client:
-        yield test_client
 
 
 def ok(response, schema: str) -> dict:  # type: ignore[no-untyped-def]

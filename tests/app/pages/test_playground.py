@@ -5,22 +5,8 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterator
 
-import pytest
 from fastapi.testclient import TestClient
-
-from app.migrate import upgrade
-from tests.stack import ADMIN_HEADERS
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[TestClient]:
-    upgrade()
-    from app.main import app
-
-    with TestClient(app, headers=ADMIN_HEADERS) as test_client:
-        yield test_client
 
 
 def test_the_page_gets_stream_placeholders(client: TestClient) -> None:

@@ -6,17 +6,8 @@ import pytest
 
 from app.errors import APIError
 from app.services.model_availability import check_model_available
-from tests.training_support import models_dir  # noqa: F401  (fixture)
+from tests.hub_server import GATED_MODEL, SERVED_MODEL
 from worker.training.hub_cache import install_snapshot
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # the hub cannot be reached
-    return tmp_path / "hub"
 
 
 def refusal(model: str) -> APIError:
@@ -26,15 +17,15 @@ def refusal(model: str) -> APIError:
     return raised.value
 
 
-def test_built_in_and_cached_models_pass(cache, smollm2):
+def test_built_in_and_cached_models_pass(private_hf_cache, smollm2):
     check_model_available("demo-tiny-llama")
     check_model_available("HuggingFaceTB/SmolLM2-135M-Instruct")
-    install_snapshot(smollm2, cache, "acme/smol-chat", "c" * 40)
+    install_snapshot(smollm2, private_hf_cache, "acme/smol-chat", "c" * 40)
     check_model_available("acme/smol-chat")
     check_model_available(str(smollm2))  # a model directory
 
 
-def test_what_cannot_load_is_refused_at_once(cache, tmp_path, monkeypatch):
+def test_what_cannot_load_is_refused_at_once(private_hf_cache, tmp_path, monkeypatch):
     from huggingface_hub import constants
 
     assert "the hub cannot be reached" in refusal("acme/never-downloaded").message
@@ -44,25 +35,9 @@ def test_what_cannot_load_is_refused_at_once(cache, tmp_path, monkeypatch):
     assert "neither a built-in model" in refusal(str(tmp_path)).message  # a directory without config.json
 
 
-def test_the_hub_says_unknown_or_gated(cache, models_dir, monkeypatch):  # noqa: F811
-    from huggingface_hub import constants
-
-    from tests.hub_server import HubRepo, LoopbackHub
-
-    demo = models_dir / "demo-tiny-llama"
-    hub = LoopbackHub(
-        repos={"acme/open": HubRepo(demo, "a" * 40), "acme/gated": HubRepo(demo, "b" * 40, True)}
-    )
-    hub.start()
-    monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
-    try:
-        check_model_available("acme/open")  # on the hub, not cached: the worker downloads it
-        unknown = refusal("acme/no-such-model")
-        assert (
-            unknown.code == "model_not_found"
-            and "No model 'acme/no-such-model' on the hub" in unknown.message
-        )
-        gated = refusal("acme/gated")
-        assert gated.code == "model_gated" and "LORABOARD_HF_TOKEN" in gated.message
-    finally:
-        hub.stop()
+def test_the_hub_says_unknown_or_gated(loopback_hub):
+    check_model_available(SERVED_MODEL)  # on the hub, not cached: the worker downloads it
+    unknown = refusal("acme/no-such-model")
+    assert unknown.code == "model_not_found" and "No model 'acme/no-such-model' on the hub" in unknown.message
+    gated = refusal(GATED_MODEL)
+    assert gated.code == "model_gated" and "LORABOARD_HF_TOKEN" in gated.message

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from app.run_config import DEMO_MODEL_ID
-from tests.training_support import models_dir  # noqa: F401  (fixture)
 from worker.training.data import render_chat_prompt, render_examples
 
 
-def tokenizer_of(models_dir):  # noqa: F811
+def tokenizer_of(models_dir):
     from worker.training.model_loading import load_tokenizer
 
     return load_tokenizer(str(models_dir / DEMO_MODEL_ID))
 
 
-def test_llama2_template_single_and_multi_turn(models_dir):  # noqa: F811
+def test_llama2_template_single_and_multi_turn(models_dir):
     tokenizer = tokenizer_of(models_dir)
     chat = [
         {"role": "system", "content": "Be brief."},
@@ -33,7 +32,7 @@ def test_llama2_template_single_and_multi_turn(models_dir):  # noqa: F811
     assert ids.count(tokenizer.bos_token_id) == 2 and ids[0] == tokenizer.bos_token_id
 
 
-def test_chat_template_is_used_when_the_tokenizer_has_one(models_dir):  # noqa: F811
+def test_chat_template_is_used_when_the_tokenizer_has_one(models_dir):
     tokenizer = tokenizer_of(models_dir)
     tokenizer.chat_template = (
         "{{ bos_token }}{% for m in messages %}"
@@ -45,7 +44,7 @@ def test_chat_template_is_used_when_the_tokenizer_has_one(models_dir):  # noqa: 
     assert example == {"prompt": "<|user|>Hi</s><|assistant|>", "completion": "Hello</s>"}
 
 
-def test_other_formats(models_dir):  # noqa: F811
+def test_other_formats(models_dir):
     tokenizer = tokenizer_of(models_dir)
     rows = render_examples(
         [{"instruction": "Add.", "input": "2 and 2", "output": "4"}], "instruction", tokenizer
@@ -83,7 +82,7 @@ def test_a_local_dataset_directory_loads_with_its_splits(tmp_path):
     assert validation == [{"prompt": "1+1=", "completion": "2"}]
 
 
-def test_guanaco_text_trains_with_one_bos_and_its_own_eos(models_dir, tmp_path):  # noqa: F811
+def test_guanaco_text_trains_with_one_bos_and_its_own_eos(models_dir, tmp_path):
     """mlabonne/guanaco-llama2-1k's shape: a `text` column of whole Llama-2 chats, <s> and </s> written
     out. Llama-2's tokenizer adds <s> itself, so the text's own <s> must not become a second BOS, and
     the text's </s> is the EOS (no second one appended)."""

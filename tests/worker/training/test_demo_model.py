@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 
 from app.run_config import DEMO_MODEL_ID
-from tests.training_support import models_dir  # noqa: F401  (fixture)
 from worker.training.demo_model import ensure_demo_model
 from worker.training.model_sources import resolve_model
 
@@ -14,7 +13,7 @@ def digests(directory) -> dict[str, str]:
     return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(directory.iterdir())}
 
 
-def test_built_twice_gives_identical_files(models_dir, tmp_path):  # noqa: F811
+def test_built_twice_gives_identical_files(models_dir, tmp_path):
     again = ensure_demo_model(tmp_path)
     first = digests(models_dir / DEMO_MODEL_ID)
     assert first == digests(again)
@@ -24,12 +23,12 @@ def test_built_twice_gives_identical_files(models_dir, tmp_path):  # noqa: F811
     assert not [path for path in tmp_path.iterdir() if path.name.startswith(".")]  # no staging left
 
 
-def test_resolve_model(models_dir):  # noqa: F811
+def test_resolve_model(models_dir):
     assert resolve_model(DEMO_MODEL_ID, models_dir) == str(models_dir / DEMO_MODEL_ID)
     assert resolve_model(str(models_dir / DEMO_MODEL_ID), models_dir) == str(models_dir / DEMO_MODEL_ID)
 
 
-def test_tokenizer_encodes_any_text_with_special_tokens(models_dir):  # noqa: F811
+def test_tokenizer_encodes_any_text_with_special_tokens(models_dir):
     from transformers import PreTrainedTokenizerFast
 
     from worker.training.model_loading import load_tokenizer
@@ -44,7 +43,7 @@ def test_tokenizer_encodes_any_text_with_special_tokens(models_dir):  # noqa: F8
     assert len(tokenizer(" cold", add_special_tokens=False)["input_ids"]) == 1  # demo words are single tokens
 
 
-def test_loads_in_4bit_and_every_linear_is_quantizable(models_dir):  # noqa: F811
+def test_loads_in_4bit_and_every_linear_is_quantizable(models_dir):
     import bitsandbytes as bnb
     import torch
 

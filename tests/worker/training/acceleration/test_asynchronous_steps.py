@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.training_support import demo_sft_trainer, models_dir, sdpa_calls  # noqa: F401  (fixture)
+from tests.training_support import demo_sft_trainer, sdpa_calls
 from worker.training.acceleration import Acceleration
 
 
-def _train(models_dir, tmp_path, name: str, acceleration: Acceleration | None):  # noqa: F811
+def _train(models_dir, tmp_path, name: str, acceleration: Acceleration | None):
     trainer = demo_sft_trainer(
         models_dir,
         tmp_path / name,
@@ -32,7 +32,7 @@ def _train(models_dir, tmp_path, name: str, acceleration: Acceleration | None): 
 
 
 @pytest.mark.filterwarnings("ignore:Paged optimizers are not supported on CPU")
-def test_async_trains_and_logs_what_the_recipe_does(models_dir, tmp_path, monkeypatch) -> None:  # noqa: F811
+def test_async_trains_and_logs_what_the_recipe_does(models_dir, tmp_path, monkeypatch) -> None:
     theirs = _train(models_dir, tmp_path, "recipe", None)
     calls = sdpa_calls(monkeypatch)
     plan = Acceleration(asynchronous_steps=True, causal_attention_for_right_padding=True)

@@ -5,23 +5,22 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.compiled_layers_support import VOCAB, save_random_llama
+from tests.tiny_llama import VOCAB
 from tests.training_support import sdpa_calls
 from worker.training import padding_mask
 
 
-def _model(tmp_path, attention: str):
+def _model(tiny_llama_dir, attention: str):
     from transformers import LlamaForCausalLM
 
-    path = save_random_llama(tmp_path / "llama")
-    return LlamaForCausalLM.from_pretrained(path, attn_implementation=attention).eval()
+    return LlamaForCausalLM.from_pretrained(tiny_llama_dir, attn_implementation=attention).eval()
 
 
 @pytest.mark.parametrize("padded", [True, False])
-def test_the_same_logits_as_transformers_sdpa(tmp_path, monkeypatch, padded: bool) -> None:
+def test_the_same_logits_as_transformers_sdpa(tiny_llama_dir, monkeypatch, padded: bool) -> None:
     import transformers.masking_utils
 
-    model = _model(tmp_path, "sdpa")
+    model = _model(tiny_llama_dir, "sdpa")
     input_ids = torch.randint(0, VOCAB, (3, 9), generator=torch.Generator().manual_seed(1))
     attention_mask = torch.ones_like(input_ids)
     if padded:
@@ -40,8 +39,8 @@ def test_the_same_logits_as_transformers_sdpa(tmp_path, monkeypatch, padded: boo
     torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_other_attentions_are_left_alone(tmp_path) -> None:
-    model = _model(tmp_path, "eager")
+def test_other_attentions_are_left_alone(tiny_llama_dir) -> None:
+    model = _model(tiny_llama_dir, "eager")
     assert not padding_mask.use_mask_without_host_checks(model)
     assert model.config._attn_implementation == "eager"
 
@@ -72,8 +71,10 @@ def test_which_batches_are_right_padded() -> None:
     assert not padding_mask.is_right_padded({**batch, "labels": batch["labels"].tolist()})
 
 
-def test_right_padded_batches_get_causal_attention_and_the_same_real_outputs(tmp_path, monkeypatch) -> None:
-    model = _model(tmp_path, "sdpa")
+def test_right_padded_batches_get_causal_attention_and_the_same_real_outputs(
+    tiny_llama_dir, monkeypatch
+) -> None:
+    model = _model(tiny_llama_dir, "sdpa")
     assert padding_mask.use_mask_without_host_checks(model)
     batch = _right_padded_batch()
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
