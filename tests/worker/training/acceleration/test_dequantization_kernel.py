@@ -4,6 +4,7 @@ same against bitsandbytes' CUDA kernel, compiled too)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,35 +15,38 @@ import torch
 
 from tests.paths import PROJECT_ROOT
 
+# (quant type, block size, weight shape): shapes with an odd number of codes, a short last
+# block, and more than one program's bytes.
+CASES = [
+    [quant_type, blocksize, shape]
+    for quant_type in ("nf4", "fp4")
+    for blocksize in (64, 128)
+    for shape in ([64, 128], [96, 40], [33, 17], [48, 100])
+]
+
 # Run in a child process: the interpreter is chosen when the kernel is defined, and the op
-# it backs can be registered once per process.
+# it backs can be registered once per process. It prints each case once its checks pass.
 CHECK = textwrap.dedent(
     """
+    import json, sys
     import torch
     import bitsandbytes.functional as bnb_functional
     from worker.training.dequantization_kernel import dequantize
     from worker.training.graph_dequantization import dequantize_4bit
 
     generator = torch.Generator().manual_seed(0)
-    checked = 0
-    for quant_type in ("nf4", "fp4"):
-        for blocksize in (64, 128):
-            # an odd number of codes with a short last block, more than one program's bytes
-            for shape in ((64, 128), (96, 40), (33, 17), (48, 100)):
-                weight = (torch.randn(shape, generator=generator) * 3).to(torch.bfloat16)
-                packed, state = bnb_functional.quantize_4bit(
-                    weight, blocksize=blocksize, quant_type=quant_type
-                )
-                n = weight.numel()
-                kernel = dequantize(packed, state.absmax, state.code, n, blocksize)
-                torch_ops = dequantize_4bit(packed, state, torch.bfloat16).reshape(-1)
-                assert kernel.dtype == torch.bfloat16, kernel.dtype
-                assert torch.equal(kernel, torch_ops), (quant_type, blocksize, shape)
-                assert torch.equal(kernel, bnb_functional.dequantize_4bit(packed, state).reshape(-1))
-                waited = dequantize(packed, state.absmax, state.code, n, blocksize, torch.ones(2))
-                assert torch.equal(waited, kernel)
-                checked += 1
-    print("checked", checked)
+    for quant_type, blocksize, shape in json.loads(sys.argv[1]):
+        weight = (torch.randn(shape, generator=generator) * 3).to(torch.bfloat16)
+        packed, state = bnb_functional.quantize_4bit(weight, blocksize=blocksize, quant_type=quant_type)
+        n = weight.numel()
+        kernel = dequantize(packed, state.absmax, state.code, n, blocksize)
+        torch_ops = dequantize_4bit(packed, state, torch.bfloat16).reshape(-1)
+        assert kernel.dtype == torch.bfloat16, kernel.dtype
+        assert torch.equal(kernel, torch_ops), (quant_type, blocksize, shape)
+        assert torch.equal(kernel, bnb_functional.dequantize_4bit(packed, state).reshape(-1))
+        waited = dequantize(packed, state.absmax, state.code, n, blocksize, torch.ones(2))
+        assert torch.equal(waited, kernel)
+        print(json.dumps([quant_type, blocksize, shape]))
     """
 )
 
@@ -51,10 +55,15 @@ def test_the_kernel_gives_the_torch_ops_values_bit_for_bit() -> None:
     pytest.importorskip("triton")  # a dev dependency on Linux x86_64 (pyproject.toml)
     environment = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(PROJECT_ROOT)}
     result = subprocess.run(
-        [sys.executable, "-c", CHECK], capture_output=True, text=True, env=environment, timeout=300
+        [sys.executable, "-c", CHECK, json.dumps(CASES)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "checked 16" in result.stdout
+    checked = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("[")]
+    assert checked == CASES  # every case ran its checks
 
 
 def test_an_odd_blocksize_is_refused() -> None:

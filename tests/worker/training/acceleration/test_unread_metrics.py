@@ -5,16 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.training_support import (  # noqa: F401  (models_dir: a fixture)
-    demo_sft_trainer,
-    models_dir,
-    note_each_training_batch,
-    rows_scored_by_trls_head,
-)
+from tests.training_support import demo_sft_trainer, note_each_training_batch, rows_scored_by_trls_head
 from worker.training.unread_metrics import BatchFactsCollator, count_input_tokens, keep_metrics_on_device
 
 
-def _trainer(models_dir, tmp_path, name: str, **overrides):  # noqa: F811
+def _trainer(models_dir, tmp_path, name: str, **overrides):
     return demo_sft_trainer(models_dir, tmp_path / name, **overrides)
 
 
@@ -22,7 +17,7 @@ def _logged(trainer) -> list[dict]:
     return [row for row in trainer.state.log_history if "loss" in row]
 
 
-def test_logs_what_trl_logs_without_reading_the_device_each_step(models_dir, tmp_path, monkeypatch):  # noqa: F811
+def test_logs_what_trl_logs_without_reading_the_device_each_step(models_dir, tmp_path, monkeypatch):
     from transformers import Trainer
 
     theirs = _trainer(models_dir, tmp_path, "trl")
@@ -56,13 +51,14 @@ def test_logs_what_trl_logs_without_reading_the_device_each_step(models_dir, tmp
         assert our_row["num_tokens"] == their_row["num_tokens"]
         assert our_row["num_input_tokens_seen"] == their_row["num_input_tokens_seen"]
         assert all(isinstance(value, (int, float)) for value in our_row.values())
-    # Between logs the per-step figures stayed tensors (never read), three a log.
-    assert unread_between_logs[:2] == [[torch.Tensor] * 3, [torch.Tensor] * 3]
+    # At each log, the figures of every step since the last one are still tensors (never read).
+    steps_per_log = ours.args.logging_steps
+    assert unread_between_logs[: len(our_rows)] == [[torch.Tensor] * steps_per_log] * len(our_rows)
     assert reads["tokens"] == 0  # every step's count came from the host
     assert ours.state.num_input_tokens_seen == theirs.state.num_input_tokens_seen > 0
 
 
-def test_evaluation_and_other_losses_stay_trls(models_dir, tmp_path) -> None:  # noqa: F811
+def test_evaluation_and_other_losses_stay_trls(models_dir, tmp_path) -> None:
     trainer = keep_metrics_on_device(_trainer(models_dir, tmp_path, "dft", loss_type="dft", max_steps=3))
     trainer.train()
     # trl's own compute_loss read its metrics every step: floats, not tensors
@@ -98,7 +94,7 @@ def test_facts_are_used_only_for_a_batch_of_their_shape() -> None:
     assert noting.take({"input_ids": torch.ones(3, 5)}) is None  # nothing left: transformers counts
 
 
-def test_a_step_with_a_nan_loss_is_logged_as_transformers_filter_logs_it(models_dir, tmp_path, monkeypatch):  # noqa: F811
+def test_a_step_with_a_nan_loss_is_logged_as_transformers_filter_logs_it(models_dir, tmp_path, monkeypatch):
     from transformers import Trainer
 
     steps = {"count": 0}
@@ -131,15 +127,15 @@ def _fused_head_pass(model, batch):
     return outputs, grads
 
 
-def test_the_head_scores_every_position_with_trls_values(tmp_path, monkeypatch) -> None:
+def test_the_head_scores_every_position_with_trls_values(tiny_llama_dir, monkeypatch) -> None:
     """every_position_scored: no selection of labelled positions, the same values as trl's."""
     import trl.trainer.utils as trl_utils
     from transformers import LlamaForCausalLM
 
-    from tests.compiled_layers_support import VOCAB, save_random_llama
+    from tests.tiny_llama import VOCAB
     from worker.training.unread_metrics import every_position_scored
 
-    model = LlamaForCausalLM.from_pretrained(save_random_llama(tmp_path / "llama"))
+    model = LlamaForCausalLM.from_pretrained(tiny_llama_dir)
     trl_utils.add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
     input_ids = torch.randint(0, VOCAB, (3, 11), generator=torch.Generator().manual_seed(2))
     attention_mask = torch.ones_like(input_ids)
@@ -155,7 +151,9 @@ def test_the_head_scores_every_position_with_trls_values(tmp_path, monkeypatch) 
     assert trl_utils._use_triton(input_ids.device) is True  # put back after the block
 
     labelled = int((labels[:, 1:] != -100).sum())
-    assert selected_rows == [labelled, 3 * 10]  # trl's selection, then every position
+    every_position = input_ids.shape[0] * (input_ids.shape[1] - 1)  # each predicts the next token
+    assert labelled < every_position
+    assert selected_rows == [labelled, every_position]  # trl's selection, then every position
     torch.testing.assert_close(scoring.loss, selecting.loss, rtol=1e-6, atol=1e-6)
     for field in ("log_probs", "entropy", "is_top1", "label_mask"):
         torch.testing.assert_close(getattr(scoring, field), getattr(selecting, field), rtol=1e-5, atol=1e-6)
@@ -165,11 +163,13 @@ def test_the_head_scores_every_position_with_trls_values(tmp_path, monkeypatch) 
         torch.testing.assert_close(grad, selecting_grads[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_training_steps_do_not_select_labelled_positions(models_dir, tmp_path, monkeypatch) -> None:  # noqa: F811
+def test_training_steps_do_not_select_labelled_positions(models_dir, tmp_path, monkeypatch) -> None:
     scored = rows_scored_by_trls_head(monkeypatch)  # trl would select, as on a GPU
     trainer = keep_metrics_on_device(_trainer(models_dir, tmp_path, "ours", max_steps=3))
     positions = note_each_training_batch(
         monkeypatch, trainer, lambda inputs: inputs["input_ids"].shape[0] * (inputs["input_ids"].shape[1] - 1)
     )
     trainer.train()
-    assert len(scored) == 3 and scored == positions  # every position of every step's batch
+    # one scoring a step, of every position of that step's batch
+    assert trainer.state.global_step == trainer.args.max_steps
+    assert len(scored) == trainer.state.global_step and scored == positions
