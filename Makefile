@@ -43,7 +43,8 @@ gpu-test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app worker
+	$(BIN)/mypy app worker core
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff check --fix .

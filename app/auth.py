@@ -10,8 +10,12 @@
   as X-CSRF-Token through htmx, or as the csrf_token field).
 - Every request's Host must be one the operator allows (Settings.allowed_hosts): a web
   page in the user's own browser can otherwise reach a loopback server by DNS rebinding.
-- Nothing answers without a key or a session but the login page, static files and
-  /healthz (liveness only, no data).
+- Nothing answers without a key or a session but the login page and static files, on
+  loopback too (a page in the user's own browser reaches loopback); /healthz included:
+  health checks send a key.
+- Every request with a stored key (or a session) reads that key's row, by the indexed
+  hash or id: a key revoked by `loraboard keys revoke` or by another server process
+  stops working at the very next request.
 
 Who is asking is kept in a context variable for the services: a user sees only their own
 runs, files and adapters, an admin everything (ownership.py).
@@ -23,14 +27,13 @@ import hashlib
 import hmac
 import json
 import secrets
-import time
-from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import quote, urlsplit
 
 from anyio import to_thread
+from sqlalchemy import Executable, bindparam
 from sqlmodel import Session, col, select
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -43,9 +46,9 @@ from app.models import ApiKey, utcnow
 SESSION_COOKIE = "loraboard_session"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
-PUBLIC_PREFIXES = ("/login", "/static/", "/healthz")
+PUBLIC_PATHS = ("/login",)
+PUBLIC_PREFIXES = ("/static/",)
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-CACHE_TTL_S = 10.0  # a revoked key stops working in this process at once, in others within this
 ADMIN_USER = "admin"
 ENV_KEY_ID = "key-env"
 
@@ -95,7 +98,6 @@ def revoke_key(session: Session, key_id: str, user: str | None = None) -> bool:
     record.revoked_at = utcnow()
     session.add(record)
     session.commit()
-    _cache.clear()
     return True
 
 
@@ -114,27 +116,12 @@ def first_start_key() -> str | None:
 
 # --- who is asking -------------------------------------------------------------------------
 
-_cache: dict[str, tuple[Principal | None, float]] = {}
-
-
-_MISS = object()
-
-
-def _peek(cache_key: str) -> Principal | None | object:
-    """The cached answer, or _MISS: lets the gate answer most requests without a thread."""
-    hit = _cache.get(cache_key)
-    return hit[0] if hit is not None and hit[1] > time.monotonic() else _MISS
-
-
-def _cached(cache_key: str, load: Callable[[], Principal | None]) -> Principal | None:
-    hit = _peek(cache_key)
-    if hit is not _MISS:
-        return hit  # type: ignore[return-value]
-    principal = load()
-    if len(_cache) > 10_000:  # made-up keys must not grow it without bound
-        _cache.clear()
-    _cache[cache_key] = (principal, time.monotonic() + CACHE_TTL_S)
-    return principal
+# Read for nearly every request, so kept cheap: four columns, no ORM session, one probe of
+# a unique index, and statements built once (building one per request costs four times as
+# much as running it).
+_KEY_COLUMNS = select(ApiKey.id, ApiKey.user, ApiKey.is_admin, ApiKey.revoked_at)
+_KEY_BY_HASH = _KEY_COLUMNS.where(col(ApiKey.key_hash) == bindparam("value"))
+_KEY_BY_ID = _KEY_COLUMNS.where(col(ApiKey.id) == bindparam("value"))
 
 
 def principal_for_key(value: str) -> Principal | None:
@@ -143,31 +130,22 @@ def principal_for_key(value: str) -> Principal | None:
     admin_key = get_settings().api_key
     if admin_key is not None and hmac.compare_digest(value.encode(), admin_key.get_secret_value().encode()):
         return Principal(ENV_KEY_ID, ADMIN_USER, True)
-    digest = hash_key(value)
-
-    def load() -> Principal | None:
-        with Session(get_engine()) as session:
-            record = session.exec(select(ApiKey).where(ApiKey.key_hash == digest)).first()
-            return _principal(record)
-
-    return _cached(f"hash:{digest}", load)
+    return _stored_principal(_KEY_BY_HASH, hash_key(value))
 
 
 def principal_for_key_id(key_id: str) -> Principal | None:
     if key_id == ENV_KEY_ID:
         return Principal(ENV_KEY_ID, ADMIN_USER, True) if get_settings().api_key is not None else None
-
-    def load() -> Principal | None:
-        with Session(get_engine()) as session:
-            return _principal(session.get(ApiKey, key_id))
-
-    return _cached(f"id:{key_id}", load)
+    return _stored_principal(_KEY_BY_ID, key_id)
 
 
-def _principal(record: ApiKey | None) -> Principal | None:
-    if record is None or record.revoked_at is not None:
+def _stored_principal(query: Executable, value: str) -> Principal | None:
+    """The key's row, read on every request: a revocation applies to the next one."""
+    with get_engine().connect() as connection:
+        row = connection.execute(query, {"value": value}).first()
+    if row is None or row.revoked_at is not None:
         return None
-    return Principal(record.id, record.user, record.is_admin)
+    return Principal(row.id, row.user, row.is_admin)
 
 
 # --- sessions and CSRF ------------------------------------------------------------------
@@ -229,18 +207,19 @@ def same_origin(headers: Headers) -> bool:
 # --- the gate ------------------------------------------------------------------------------
 
 
-def _cache_key(headers: Headers, cookies: dict[str, str], cookie_allowed: bool) -> str | None:
-    """Where _identify's answer would be cached; None when no database look-up is needed at all."""
+def _needs_database(headers: Headers, cookies: dict[str, str], cookie_allowed: bool) -> bool:
+    """Whether _identify reads api_keys: not for no credentials, a forged cookie or the settings' key."""
     authorization = headers.get("authorization", "")
     if authorization.lower().startswith("bearer "):
         value = authorization[7:].strip()
         admin_key = get_settings().api_key
-        if not value or (admin_key is not None and value == admin_key.get_secret_value()):
-            return None
-        return f"hash:{hash_key(value)}"
+        is_admin_key = admin_key is not None and hmac.compare_digest(
+            value.encode(), admin_key.get_secret_value().encode()
+        )
+        return bool(value) and not is_admin_key
     cookie = cookies.get(SESSION_COOKIE)
     key_id = key_id_from_cookie(cookie) if cookie and cookie_allowed else None
-    return f"id:{key_id}" if key_id and key_id != ENV_KEY_ID else None
+    return key_id is not None and key_id != ENV_KEY_ID
 
 
 def _identify(headers: Headers, cookies: dict[str, str], cookie_allowed: bool) -> Principal | None:
@@ -269,7 +248,7 @@ class AuthMiddleware:
         if not host_allowed(headers.get("host")):
             await _json(send, 400, "This host name is not allowed (LORABOARD_ALLOWED_HOSTS).", "invalid_host")
             return
-        if path.startswith(PUBLIC_PREFIXES):
+        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
             await self.app(scope, receive, send)
             return
         cookies = _cookies(headers)
@@ -277,11 +256,11 @@ class AuthMiddleware:
         # A session also opens the API's reads (the dashboard's download links); API writes
         # need the key itself: they carry no CSRF token.
         cookie_allowed = not api or scope["method"] in SAFE_METHODS
-        cache_key = _cache_key(headers, cookies, cookie_allowed)
-        if cache_key is None or _peek(cache_key) is not _MISS:
-            principal = _identify(headers, cookies, cookie_allowed)  # no database: stay on the loop
-        else:
+        if _needs_database(headers, cookies, cookie_allowed):
+            # A database read must not block the event loop (PostgreSQL is a network round trip).
             principal = await to_thread.run_sync(_identify, headers, cookies, cookie_allowed)
+        else:
+            principal = _identify(headers, cookies, cookie_allowed)
         if principal is None:
             if not api and scope["method"] == "GET" and "text/html" in headers.get("accept", ""):
                 await _redirect(send, f"/login?next={quote(path)}")

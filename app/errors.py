@@ -7,6 +7,7 @@ NotFoundError, ...), so scripts written for the OpenAI API handle ours unchanged
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,6 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
+
+from app.openapi_errors import state_validation_errors_as_400
 
 log = logging.getLogger(__name__)
 
@@ -83,19 +86,18 @@ def _wants_page(request: Request) -> bool:
     return not request.url.path.startswith("/v1") and "text/html" in request.headers.get("accept", "")
 
 
-def _error_page(request: Request, status_code: int, message: str) -> Response:
-    from app.pages.templating import templates  # the pages import services that import this module
-
-    return templates.TemplateResponse(
-        request, "pages/error.html", {"status_code": status_code, "message": message}, status_code=status_code
-    )
+# Renders the dashboard's error page: app/pages/templating.py's error_page, handed in by the
+# app factory (the pages import this module, so it cannot import them).
+ErrorPage = Callable[[Request, int, str], Response]
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, error_page: ErrorPage) -> None:
+    state_validation_errors_as_400(app)  # /openapi.json promises the 400 that _request_invalid sends
+
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> Response:
         if _wants_page(request):
-            return _error_page(request, exc.status_code, exc.message)
+            return error_page(request, exc.status_code, exc.message)
         return JSONResponse(
             error_body(exc.message, exc.type, exc.param, exc.code), status_code=exc.status_code
         )
@@ -113,13 +115,13 @@ def install_error_handlers(app: FastAPI) -> None:
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         message = "The server had an error while processing your request; it has been logged."
         if _wants_page(request):
-            return _error_page(request, 500, message)
+            return error_page(request, 500, message)
         return JSONResponse(error_body(message, "server_error", None, "internal_error"), status_code=500)
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> Response:
         if _wants_page(request):
-            return _error_page(request, exc.status_code, str(exc.detail))
+            return error_page(request, exc.status_code, str(exc.detail))
         type_ = _TYPES.get(
             exc.status_code, "server_error" if exc.status_code >= 500 else "invalid_request_error"
         )

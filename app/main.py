@@ -19,12 +19,13 @@ from app.auth import AuthMiddleware, first_start_key
 from app.config import get_settings
 from app.db import get_engine
 from app.errors import install_error_handlers
+from app.lifecycle.orphans import recover_orphans
 from app.pages import login
 from app.pages import router as pages_router
-from app.run_config import transformers_optimizer_names, transformers_scheduler_names
+from app.pages.templating import error_page
 from app.services.files import upload_body_limit
-from app.services.orphans import recover_orphans
 from app.upload_limit import UploadLimitMiddleware
+from core.run_config import transformers_optimizer_names, transformers_scheduler_names
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def create_app() -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
-    install_error_handlers(app)
+    install_error_handlers(app, error_page)
     app.add_middleware(UploadLimitMiddleware, max_body_bytes=upload_body_limit())
     app.add_middleware(AuthMiddleware)  # added last: outermost, nothing runs before the key check
     for module in (files, jobs, chat):

@@ -58,7 +58,7 @@ class Run(SQLModel, table=True):
     heartbeat_at: datetime | None = _timestamp(nullable=True)
     status: str = Field(default=RunStatus.queued.value, max_length=16, index=True)
     owner: str | None = Field(default=None, max_length=64, index=True)  # ApiKey.user; None: admin-only
-    # The validated RunConfig (app/run_config.py) as JSON: the one source of truth.
+    # The validated RunConfig (core/run_config.py) as JSON: the one source of truth.
     config: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     # Values derived from the config and the data (effective batch, total steps, ...).
     derived: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

@@ -29,9 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.run_config import DEMO_DATASET_ID, PRESETS, RunConfig, preset_config  # noqa: E402
 from app.services.completions import QUANTIZATION_FIELDS  # noqa: E402
-from worker.training.demo_dataset import demo_dataset_path  # noqa: E402
+from core.demo_dataset import demo_dataset_path  # noqa: E402
+from core.run_config import DEMO_DATASET_ID, PRESETS, RunConfig, preset_config  # noqa: E402
 from worker.training.inference import clear_cache, generate_chat  # noqa: E402
 from worker.training.reporting import DataSources, MemoryReporter  # noqa: E402
 from worker.training.trainer import run_training  # noqa: E402

@@ -49,7 +49,7 @@ def build_model(case: str, path: Path, device: str):
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig, LlamaConfig, LlamaForCausalLM
 
-    from worker.training.compiled_layers import compile_decoder_layers
+    from worker.training.acceleration.compile import compile_decoder_layers
 
     torch.manual_seed(0)
     config = LlamaConfig(
@@ -81,7 +81,7 @@ def build_model(case: str, path: Path, device: str):
     if case in ("lora", "dropout", "bnb-ops", "no-cudagraphs", "static-dropout"):
         from peft import LoraConfig, get_peft_model
 
-        from worker.training.seeded_dropout import use_seeded_dropout
+        from worker.training.acceleration.seeded_dropout import use_seeded_dropout
 
         dropout = 0.0 if case == "lora" else 0.1
         model = get_peft_model(

@@ -46,7 +46,7 @@ def measure(shape: tuple[int, int]) -> dict:
     import bitsandbytes.functional as bnb_functional
     import torch
 
-    from worker.training.graph_dequantization import dequantize_4bit
+    from worker.training.acceleration.dequant import dequantize_4bit
 
     weight = torch.randn(shape, dtype=torch.bfloat16, device="cuda")
     packed, state = bnb_functional.quantize_4bit(weight, quant_type="nf4")

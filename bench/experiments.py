@@ -1,5 +1,5 @@
 """Bench-only experiments on top of Loraboard's plan: ideas measured here before any of
-them reaches the worker (worker/training/acceleration.py). Named in a variant with an
+them reaches the worker (worker/training/acceleration/). Named in a variant with an
 "x-" word, e.g. `lb+x-cudagraphs`.
 
 x-cudagraphs  The compiled decoder layers replayed as CUDA graphs (torch.compile's
@@ -64,8 +64,8 @@ from typing import Any
 
 import torch
 
-from worker.training import graph_dequantization
-from worker.training.class_swap import cached_subclass
+from worker.training.acceleration import dequant as graph_dequantization
+from worker.training.acceleration.class_swap import cached_subclass
 
 CUDA_GRAPH_LENGTH_MULTIPLE = 64
 

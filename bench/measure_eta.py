@@ -61,7 +61,7 @@ def main() -> int:
     import torch
     from transformers import AutoConfig
 
-    from app.run_config import RunConfig
+    from core.run_config import RunConfig
     from worker.training.reporting import DataSources
     from worker.training.trainer import run_training
 

@@ -72,8 +72,8 @@ def write_data(path: Path, vocab: int, seq_len: int) -> None:
 def measure(model_dir: str, data: str, r: int, targets: str | None, batch: int, seq_len: int) -> dict:
     import torch
 
-    from app.run_config import RunConfig
     from app.services.estimates import estimate_run
+    from core.run_config import RunConfig
     from worker.training.reporting import DataSources, MemoryReporter
     from worker.training.trainer import run_training
 

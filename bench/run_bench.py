@@ -31,7 +31,7 @@ Variants:
                 dequant; join several with +, e.g. lb-no-liger+sdpa): ablations
   lb+<f>        loraboard with opt-in feature <f> (optimizer, offload; e.g.
                 lb+optimizer+offload, or lb+optimizer+no-compile to leave a default
-                feature off too); see worker/training/acceleration.py
+                feature off too); see worker/training/acceleration/
   lb+x-<e>      loraboard with the bench-only experiment <e> (bench/experiments.py;
                 e.g. lb+x-cudagraphs)
   <v>@memory    variant <v> with every allocation recorded (bench/memory_at_peak.py):

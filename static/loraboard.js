@@ -295,6 +295,23 @@
     setUpCompareCharts(root);
   }
 
+  /* --- "now: compiling…, for 42s": the phase's start comes in the HTML, the seconds tick here ---- */
+
+  function formatElapsed(seconds) {
+    if (seconds < 60) return seconds + "s";
+    var minutes = Math.floor(seconds / 60);
+    return minutes + "m " + String(seconds % 60).padStart(2, "0") + "s";
+  }
+
+  function tickElapsed() {
+    document.querySelectorAll("[data-elapsed-since]").forEach(function (element) {
+      var since = Date.parse(element.getAttribute("data-elapsed-since"));
+      if (isNaN(since)) return;
+      element.textContent = "for " + formatElapsed(Math.max(0, Math.round((Date.now() - since) / 1000)));
+    });
+  }
+  setInterval(tickElapsed, 1000);
+
   /* --- htmx: show 400 answers (validation errors) instead of dropping them; upload progress ------ */
 
   document.addEventListener("htmx:beforeSwap", function (event) {

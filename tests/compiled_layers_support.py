@@ -1,6 +1,6 @@
 """A real 4-bit Llama with LoRA adapters, compiled or eager, for the compiled-layers tests.
 
-Shared by tests/worker/training/acceleration/test_compiled_layers.py (CPU) and
+Shared by tests/worker/training/acceleration/test_compile.py (CPU) and
 tests/gpu/test_compiled_layers_on_cuda.py.
 """
 
@@ -37,8 +37,8 @@ def lora_model(
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    from worker.training.compiled_layers import compile_decoder_layers
-    from worker.training.seeded_dropout import use_seeded_dropout
+    from worker.training.acceleration.compile import compile_decoder_layers
+    from worker.training.acceleration.seeded_dropout import use_seeded_dropout
 
     quantization = BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype

@@ -98,7 +98,7 @@ def loopback_hub(
     the demo model as SERVED_MODEL and, to a token only, as GATED_MODEL."""
     from huggingface_hub import constants
 
-    from app.run_config import DEMO_MODEL_ID
+    from core.run_config import DEMO_MODEL_ID
 
     demo = models_dir / DEMO_MODEL_ID
     hub = LoopbackHub(

@@ -116,7 +116,7 @@ class Stack:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{self.base_url}/healthz", timeout=2).status_code == 200:
+                if httpx.get(f"{self.base_url}/healthz", headers=ADMIN_HEADERS, timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

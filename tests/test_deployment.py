@@ -64,3 +64,14 @@ def test_dockerfile_keeps_compiled_kernels_on_the_data_volume() -> None:
 def test_dockerfile_keeps_the_hugging_face_cache_on_the_data_volume() -> None:
     dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
     assert "HF_HOME=/data/huggingface" in dockerfile
+
+
+def test_compose_server_health_check_sends_the_servers_own_key() -> None:
+    server = load_compose()["services"]["server"]
+    kind, command = server["healthcheck"]["test"]
+    # /healthz needs a key like every route; $$ leaves the expansion to the container's shell.
+    assert kind == "CMD-SHELL"
+    assert '-H "Authorization: Bearer $$LORABOARD_API_KEY"' in command
+    assert command.endswith("http://127.0.0.1:8000/healthz")
+    # Without a key the check could never pass: compose refuses to start instead.
+    assert server["environment"]["LORABOARD_API_KEY"].startswith("${LORABOARD_API_KEY:?")

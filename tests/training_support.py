@@ -47,7 +47,7 @@ def demo_sft_trainer(
     from transformers import AutoModelForCausalLM, set_seed
     from trl import SFTConfig, SFTTrainer
 
-    from app.run_config import DEMO_MODEL_ID
+    from core.run_config import DEMO_MODEL_ID
     from worker.training.model_loading import load_tokenizer
 
     set_seed(0)

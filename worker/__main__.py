@@ -1,4 +1,4 @@
-"""Start a worker: `python -m worker [training|inference|all]`.
+"""Start a worker: `python -m worker [training|inference]`; or `python -m worker prepare-models`.
 
 training: one fine-tune at a time (one process per GPU), a fresh child process per
 run so GPU memory is returned between runs. inference: chat completions, a single
@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import sys
 
-from worker.celery_app import INFERENCE_QUEUE, TRAINING_QUEUE, WEBHOOK_QUEUE, celery_app
+from core.queues import INFERENCE_QUEUE, TRAINING_QUEUE, WEBHOOK_QUEUE
+from worker.celery_app import celery_app
+from worker.prepare_models import prepare_models
 
 ROLES = {
     "training": [
@@ -40,8 +42,12 @@ ROLES = {
 
 def main(argv: list[str]) -> None:
     role = argv[0] if argv else "training"
+    if role == "prepare-models":
+        raise SystemExit(prepare_models())
     if role not in ROLES:
-        raise SystemExit(f"usage: python -m worker [{'|'.join(ROLES)}] [celery worker options]")
+        raise SystemExit(
+            f"usage: python -m worker [{'|'.join(ROLES)}] [celery worker options] | prepare-models"
+        )
     celery_app.worker_main(["worker", "--loglevel", "INFO", *ROLES[role], *argv[1:]])
 
 

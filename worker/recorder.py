@@ -16,11 +16,11 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from app.api.shapes import metric_event_data
 from app.config import get_settings
 from app.db import get_engine
+from app.lifecycle import run_states
 from app.models import Checkpoint, Metric, Run, RunStatus, utcnow
-from app.services import runs
+from core.event_shapes import metric_event_data
 from worker.training.reporting import MetricValues
 
 log = logging.getLogger(__name__)
@@ -41,11 +41,11 @@ class DatabaseReporter:
     def training_started(self) -> None:
         """validating_files -> running: the callbacks call it once the Trainer begins."""
         with Session(self.engine) as session:
-            runs.mark_training(session, self.run_id)
+            run_states.mark_training(session, self.run_id)
 
     def event(self, message: str, level: str = "info", data: dict[str, Any] | None = None) -> None:
         with Session(self.engine) as session:
-            runs.add_event(session, self.run_id, message, level=level, data=data)
+            run_states.add_event(session, self.run_id, message, level=level, data=data)
             session.commit()
 
     def metrics(self, values: MetricValues) -> None:
@@ -59,7 +59,7 @@ class DatabaseReporter:
             data = metric_event_data(metric, total_steps)
             self._latest_metrics.update(data)
             kind = "evaluation" if values.eval_loss is not None else "training"
-            runs.add_event(
+            run_states.add_event(
                 session, self.run_id, _describe(values, total_steps, kind), type="metrics", data=data
             )
             if run is not None:
@@ -85,7 +85,9 @@ class DatabaseReporter:
             record = existing or Checkpoint(run_id=self.run_id, step=step, path=str(path))
             record.metrics = {**self._latest_metrics, **metrics, "step": step}
             session.add(record)
-            runs.add_event(session, self.run_id, f"Checkpoint saved at step {step}", data={"step": step})
+            run_states.add_event(
+                session, self.run_id, f"Checkpoint saved at step {step}", data={"step": step}
+            )
             session.commit()
         self._publish({"type": "checkpoint", "step": step})
 
@@ -96,7 +98,7 @@ class DatabaseReporter:
             ).first()
             if record is not None:
                 session.delete(record)
-                runs.add_event(
+                run_states.add_event(
                     session, self.run_id, f"Checkpoint at step {record.step} removed (save_total_limit)"
                 )
                 session.commit()
@@ -127,7 +129,7 @@ class DatabaseReporter:
         if self._stop_request is None and now - self._last_cancel_check >= CANCEL_CHECK_INTERVAL_S:
             self._last_cancel_check = now
             with Session(self.engine) as session:
-                self._stop_request = runs.stop_request(session, self.run_id)
+                self._stop_request = run_states.stop_request(session, self.run_id)
         return self._stop_request is not None
 
     def save_before_stop(self) -> bool:
@@ -187,6 +189,6 @@ class Heartbeat:
         while not self._stop.wait(self.interval_s):
             try:
                 with Session(get_engine()) as session:
-                    runs.heartbeat(session, self.run_id)
+                    run_states.heartbeat(session, self.run_id)
             except Exception:
                 log.warning("heartbeat failed for %s", self.run_id, exc_info=True)

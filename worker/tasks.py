@@ -1,7 +1,7 @@
 """Celery tasks: thin shells. Load the run, mark it running, call training, record the result.
 
-Tasks take ids, never configs (DESIGN 4): the database row is the truth, and a
-task that arrives for a run that was cancelled meanwhile does nothing.
+Tasks take ids, never configs (docs/architecture.md, convention 4): the database row is
+the truth, and a task that arrives for a run that was cancelled meanwhile does nothing.
 """
 
 from __future__ import annotations
@@ -16,22 +16,23 @@ from sqlmodel import Session
 
 from app.config import get_settings
 from app.db import get_engine
-from app.errors import APIError
-from app.run_config import RunConfig
-from app.services import artifacts, files, results, runs, webhooks
-from app.services.orphans import recover_orphans
-from worker import registry  # noqa: F401  (connects the worker registry's signals)
-from worker.celery_app import TRAINING_QUEUE, celery_app
+from app.lifecycle import artifacts, run_states
+from app.lifecycle.orphans import recover_orphans
+from app.models import DataFile
+from core.queues import CHAT_COMPLETION_TASK, DELIVER_WEBHOOK_TASK, TRAIN_RUN_TASK, TRAINING_QUEUE
+from core.run_config import RunConfig
+from worker import registry, result_file, webhook_delivery  # importing registry connects its signals
+from worker.celery_app import celery_app
 from worker.recorder import DatabaseReporter, Heartbeat
 from worker.training.reporting import DataSources, TrainingDiverged
 
 log = logging.getLogger(__name__)
 
 
-@celery_app.task(name="loraboard.train_run", bind=True)
+@celery_app.task(name=TRAIN_RUN_TASK, bind=True)
 def train_run(self: Any, run_id: str) -> str:
     with Session(get_engine()) as session:
-        if not runs.mark_running(
+        if not run_states.mark_running(
             session, run_id, worker=self.request.hostname or "worker", task_id=self.request.id
         ):
             return "skipped: not queued"
@@ -48,22 +49,25 @@ def train_run(self: Any, run_id: str) -> str:
 def _train_claimed_run(run_id: str) -> str:
     settings = get_settings()
     with Session(get_engine()) as session:
-        run = runs.get_run(session, run_id)
+        run = run_states.held_run(session, run_id)
         config = RunConfig(**run.config)
         data = DataSources(
             train=_data_source(session, config.dataset, "training file") or config.dataset,
             validation=_data_source(session, config.validation_dataset, "validation file"),
         )
-        checkpoint = runs.latest_checkpoint(session, run_id)
+        checkpoint = run_states.latest_checkpoint(session, run_id)
         resume_from = None
         if checkpoint is not None and Path(checkpoint.path).is_dir():
             resume_from = checkpoint.path
-            runs.discard_metrics_after(session, run_id, checkpoint.step)
-            runs.add_event(session, run_id, f"Resuming from the checkpoint at step {checkpoint.step}")
+            run_states.discard_metrics_after(session, run_id, checkpoint.step)
+            run_states.add_event(session, run_id, f"Resuming from the checkpoint at step {checkpoint.step}")
             session.commit()
 
+    from worker.training.acceleration.compile import keep_compile_caches_in
     from worker.training.arguments import ConfigError  # training code loads torch: only in the worker
     from worker.training.trainer import run_training
+
+    keep_compile_caches_in(settings.compile_cache_dir)
 
     reporter: Any = DatabaseReporter(run_id)
     try:
@@ -95,20 +99,23 @@ def _train_claimed_run(run_id: str) -> str:
 
     with Session(get_engine()) as session:
         if result.stopped_early:
-            runs.mark_stopped(session, run_id, result.global_step)
+            run_states.mark_stopped(session, run_id, result.global_step)
             return "stopped"
-        result_file = results.register_metrics_csv(session, run_id)
-        runs.mark_succeeded(
-            session, run_id, trained_tokens=result.trained_tokens, result_file_id=result_file.id
+        metrics_file = result_file.register_metrics_csv(session, run_id)
+        run_states.mark_succeeded(
+            session, run_id, trained_tokens=result.trained_tokens, result_file_id=metrics_file.id
         )
     return "succeeded"
 
 
 def _data_source(session: Session, reference: str | None, what: str) -> str | None:
-    try:
-        return files.resolve_data_source(session, reference)
-    except APIError as error:  # the file was deleted after the job was queued
-        raise LookupError(f"The {what} {reference} no longer exists; upload it again.") from error
+    """A file id -> its stored path (what training reads); hub ids and paths pass through."""
+    if reference is None or not reference.startswith("file-"):
+        return reference
+    record = session.get(DataFile, reference)
+    if record is None:  # the file was deleted after the job was queued
+        raise LookupError(f"The {what} {reference} no longer exists; upload it again.")
+    return record.path
 
 
 def _readable(error: Exception) -> str:
@@ -135,7 +142,7 @@ def _record_failure(
     run_id: str, message: str, *, code: str = "training_error", param: str | None = None
 ) -> None:
     with Session(get_engine()) as session:
-        runs.mark_failed(session, run_id, message, code=code, param=param)
+        run_states.mark_failed(session, run_id, message, code=code, param=param)
 
 
 # A streamed answer's pieces reach the API through the task's own state in the result
@@ -145,7 +152,7 @@ STREAM_FLUSH_S = 0.05
 STREAMING_STATE = "STREAMING"
 
 
-@celery_app.task(name="loraboard.chat_completion", bind=True)
+@celery_app.task(name=CHAT_COMPLETION_TASK, bind=True)
 def chat_completion(
     self: Any,
     *,
@@ -192,12 +199,12 @@ def chat_completion(
     )
 
 
-@celery_app.task(name="loraboard.deliver_webhook", bind=True, max_retries=None)
+@celery_app.task(name=DELIVER_WEBHOOK_TASK, bind=True, max_retries=None)
 def deliver_webhook(self: Any, *, run_id: str, event_id: str, event_type: str, created_at: int) -> str:
-    """One signed POST per attempt; a failure comes back after a growing delay (webhooks.retry_delay_s)."""
+    """One signed POST per attempt; a failure comes back after a growing delay (retry_delay_s)."""
     attempt = self.request.retries + 1
     with Session(get_engine()) as session:
-        done = webhooks.deliver(
+        done = webhook_delivery.deliver(
             session,
             run_id=run_id,
             event_id=event_id,
@@ -206,7 +213,7 @@ def deliver_webhook(self: Any, *, run_id: str, event_id: str, event_type: str, c
             attempt=attempt,
         )
     if not done:
-        raise self.retry(countdown=webhooks.retry_delay_s(attempt))
+        raise self.retry(countdown=webhook_delivery.retry_delay_s(attempt))
     return "delivered"
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from app.config import get_settings
-from app.run_config import RunConfig
+from core.run_config import RunConfig
 from worker.recorder import DatabaseReporter
 from worker.training.reporting import MetricValues
 

@@ -7,19 +7,19 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlmodel import col, select
 from starlette.concurrency import run_in_threadpool
 
 from app.api import schemas
 from app.api.schemas import ERROR_RESPONSES
 from app.db import SessionDep
 from app.errors import APIError
-from app.model_catalog import BUILTIN_MODELS, BuiltinModel
+from app.lifecycle import model_names
 from app.models import Run, RunStatus
 from app.services import runs
 from app.services.chat_stream import stream_chat
 from app.services.completions import await_chat, completion_body, start_chat
 from app.services.ownership import visible
+from core.model_catalog import BUILTIN_MODELS, BuiltinModel
 
 router = APIRouter(tags=["chat"], responses=ERROR_RESPONSES)
 
@@ -142,13 +142,9 @@ def _builtin_object(model: BuiltinModel) -> schemas.ModelObject:
 )
 def list_models(session: SessionDep) -> schemas.ModelList:
     data = [_builtin_object(model) for model in BUILTIN_MODELS.values()]
-    succeeded = session.exec(
-        select(Run).where(Run.status == RunStatus.succeeded.value).order_by(col(Run.created_at).desc())
-    ).all()
     data += [
         _model_object(run.fine_tuned_model or "", runs.timestamp(run.finished_at), "user")
-        for run in succeeded
-        if visible(run.owner)
+        for run in runs.list_succeeded_runs(session)
     ]
     return schemas.ModelList(data=data)
 
@@ -157,7 +153,7 @@ def list_models(session: SessionDep) -> schemas.ModelList:
 def retrieve_model(model: str, session: SessionDep) -> schemas.ModelObject:
     if model in BUILTIN_MODELS:
         return _builtin_object(BUILTIN_MODELS[model])
-    reference = runs.parse_model_reference(model)
+    reference = model_names.parse_model_reference(model)
     run = session.get(Run, reference[0]) if reference else None
     if run is None or run.status != RunStatus.succeeded or not visible(run.owner):
         raise APIError(404, f"The model '{model}' does not exist", param="model", code="model_not_found")

@@ -13,7 +13,8 @@ from app.api.schemas import ERROR_RESPONSES
 from app.api.shapes import checkpoint_list, event_object, job_object
 from app.db import SessionDep
 from app.errors import APIError
-from app.services import artifacts, runs, webhooks
+from app.lifecycle import artifacts
+from app.services import runs, webhooks
 from app.services.job_requests import JobCreate, run_config_from_request
 
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"], responses=ERROR_RESPONSES)

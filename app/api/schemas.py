@@ -157,7 +157,7 @@ class JobExtras(BaseModel):
         description="Loraboard's own state: OpenAI's, or one of pausing, paused, cancelling "
         "(reported to OpenAI clients as running, cancelled, running)."
     )
-    config: dict[str, Any] = Field(description="The full run config (app/run_config.py).")
+    config: dict[str, Any] = Field(description="The full run config (core/run_config.py).")
     derived: dict[str, Any]
     runtime: dict[str, Any]
     current_step: int

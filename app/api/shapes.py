@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from app.api import schemas
-from app.models import Checkpoint, DataFile, Event, Metric, Run, RunStatus
+from app.lifecycle import model_names
+from app.models import Checkpoint, DataFile, Event, Run, RunStatus
 from app.services import runs
 from app.services.integrations import job_integrations
 from app.services.job_requests import auto_learning_rate
@@ -127,33 +128,13 @@ def event_object(event: Event) -> schemas.JobEvent:
     )
 
 
-def metric_event_data(metric: Metric, total_steps: int | None) -> dict[str, Any]:
-    """The data of a 'metrics' event (OpenAI's train_loss/valid_loss names, plus what Loraboard tracks)."""
-    values = {
-        "step": metric.step,
-        "total_steps": total_steps,
-        "epoch": metric.epoch,
-        "train_loss": metric.loss,
-        "valid_loss": metric.eval_loss,
-        "train_mean_token_accuracy": metric.mean_token_accuracy,
-        "valid_mean_token_accuracy": metric.eval_mean_token_accuracy,
-        "learning_rate": metric.learning_rate,
-        "grad_norm": metric.grad_norm,
-        "tokens_per_second": metric.tokens_per_second,
-        "tokens_seen": metric.tokens_seen,
-        "gpu_memory_allocated_mb": metric.gpu_memory_allocated_mb,
-        "gpu_memory_reserved_mb": metric.gpu_memory_reserved_mb,
-    }
-    return {key: value for key, value in values.items() if value is not None}
-
-
 def checkpoint_object(run: Run, checkpoint: Checkpoint) -> schemas.Checkpoint:
     metrics = {key: value for key, value in checkpoint.metrics.items() if value is not None}
     metrics.setdefault("step", checkpoint.step)
     return schemas.Checkpoint(
         id=checkpoint.id,
         created_at=runs.timestamp(checkpoint.created_at) or 0,
-        fine_tuned_model_checkpoint=runs.checkpoint_model_name(run, checkpoint.step),
+        fine_tuned_model_checkpoint=model_names.checkpoint_model_name(run, checkpoint.step),
         fine_tuning_job_id=run.id,
         metrics=schemas.CheckpointMetrics(**metrics),
         step_number=checkpoint.step,

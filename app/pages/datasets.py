@@ -12,10 +12,10 @@ from app.db import SessionDep
 from app.errors import APIError
 from app.models import DataFile
 from app.pages.templating import render
-from app.run_config import DEMO_DATASET_ID, DEMO_MODEL_ID
 from app.services import files
 from app.services.dataset_preview import build_preview, dataset_path
-from worker.training.formats import DatasetError
+from core.formats import DatasetError
+from core.run_config import DEMO_DATASET_ID, DEMO_MODEL_ID
 
 router = APIRouter(include_in_schema=False)
 

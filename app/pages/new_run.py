@@ -11,16 +11,16 @@ from starlette.responses import Response
 
 from app.db import SessionDep
 from app.errors import APIError
-from app.model_catalog import BUILTIN_MODELS
 from app.pages.templating import render
-from app.run_config import DEMO_DATASET_ID, PRESETS, RunConfig
 from app.services import files, runs
 from app.services.dataset_preview import count_samples
 from app.services.estimates import KNOWN_SHAPES, estimate_run, verdict
 from app.services.run_form import build_groups, config_values, lenient_config, parse_form
 from app.services.run_views import planned_lr_curve
 from app.services.workers import training_worker_gpus, workers_online
-from worker.training.schedule import derive_schedule
+from core.model_catalog import BUILTIN_MODELS
+from core.run_config import DEMO_DATASET_ID, PRESETS, RunConfig
+from core.schedule import derive_schedule
 
 router = APIRouter(include_in_schema=False)
 PRESET_TITLES = {

@@ -19,12 +19,12 @@ from starlette.responses import Response, StreamingResponse
 
 from app.db import SessionDep
 from app.errors import APIError
-from app.models import Checkpoint, Run, RunStatus
+from app.lifecycle import model_names
+from app.models import Checkpoint, Run
 from app.pages.templating import render
 from app.services import runs
 from app.services.chat_stream import stream_chat
 from app.services.completions import await_chat, completion_body, resolve_model, start_chat
-from app.services.ownership import only_visible
 
 router = APIRouter(include_in_schema=False)
 
@@ -32,16 +32,10 @@ router = APIRouter(include_in_schema=False)
 def model_options(session: Session) -> list[dict[str, Any]]:
     """Every finished adapter and each of its checkpoints, newest run first."""
     options = []
-    finished = session.exec(
-        only_visible(select(Run), Run.owner)
-        .where(Run.status == RunStatus.succeeded.value)
-        .order_by(col(Run.created_at).desc())
-        .limit(50)
-    ).all()
-    for run in finished:
+    for run in runs.list_succeeded_runs(session, limit=50):
         options.append(
             {
-                "value": run.fine_tuned_model or runs.fine_tuned_model_name(run),
+                "value": run.fine_tuned_model or model_names.fine_tuned_model_name(run),
                 "label": f"{run.suffix or run.id} · final adapter",
                 "base": run.config["model_name"],
             }
@@ -51,7 +45,7 @@ def model_options(session: Session) -> list[dict[str, Any]]:
         ).all()
         options += [
             {
-                "value": runs.checkpoint_model_name(run, checkpoint.step),
+                "value": model_names.checkpoint_model_name(run, checkpoint.step),
                 "label": f"{run.suffix or run.id} · checkpoint step {checkpoint.step}",
                 "base": run.config["model_name"],
             }
@@ -163,7 +157,7 @@ async def chat(
     prompt, system = prompt.strip(), system.strip()
     max_tokens = min(max(max_tokens, 1), 512)
     temperature = min(max(temperature, 0.0), 2.0)
-    reference = runs.parse_model_reference(model)
+    reference = model_names.parse_model_reference(model)
     run = session.get(Run, reference[0]) if reference else None
     sides = [("adapter", model)]
     if compare_base and run is not None:

@@ -12,9 +12,10 @@ from starlette.responses import Response
 from app.config import get_settings
 from app.db import SessionDep, get_engine
 from app.errors import APIError
+from app.lifecycle import artifacts, model_names, run_states
 from app.models import Run, RunStatus
 from app.pages.templating import is_htmx, render, render_fragment
-from app.services import artifacts, run_views, runs, streaming
+from app.services import run_views, runs, streaming
 
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 20
@@ -43,7 +44,7 @@ def runs_page(
 
 def is_live(run: Run) -> bool:
     """Queued or training: the page streams. Paused and finished runs change only when someone acts."""
-    return run.status in {status.value for status in runs.ACTIVE_STATUSES}
+    return run.status in {status.value for status in run_states.ACTIVE_STATUSES}
 
 
 def header_context(session: Session, run: Run) -> dict[str, Any]:
@@ -53,6 +54,7 @@ def header_context(session: Session, run: Run) -> dict[str, Any]:
         "progress": runs.progress(run),
         "loss": runs.latest_loss(session, run.id),
         "hint": run_views.failure_hint(run),
+        "startup": run_views.startup_view(run),
         "adapter_ready": adapter_ready,
         "cancellable": not run.run_status.is_final and run.status != RunStatus.cancelling.value,
         "pausable": run.status == RunStatus.running.value,
@@ -70,7 +72,7 @@ def checkpoints_context(session: Session, run: Run) -> dict[str, Any]:
     return {
         "run": run,
         "checkpoints": checkpoints,
-        "model_name": lambda step: runs.checkpoint_model_name(run, step),
+        "model_name": lambda step: model_names.checkpoint_model_name(run, step),
     }
 
 

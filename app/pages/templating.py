@@ -1,7 +1,7 @@
 """Jinja2 set-up shared by every page module, and the one rule of HTMX responses.
 
-Same URL, two answers (DESIGN 6): the full page, or just its fragment when htmx
-asks (HX-Request header); full pages include the very fragments htmx swaps.
+Same URL, two answers (docs/architecture.md, convention 6): the full page, or just its
+fragment when htmx asks (HX-Request header); full pages include the very fragments htmx swaps.
 """
 
 from __future__ import annotations
@@ -33,6 +33,13 @@ def render(
 ) -> Response:
     name = fragment if is_htmx(request) else page
     return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+def error_page(request: Request, status_code: int, message: str) -> Response:
+    """The error page a browser gets (app/errors.py's handlers; API clients get JSON)."""
+    return templates.TemplateResponse(
+        request, "pages/error.html", {"status_code": status_code, "message": message}, status_code=status_code
+    )
 
 
 def render_fragment(name: str, context: dict[str, Any]) -> str:

@@ -32,18 +32,19 @@ from sqlmodel import Session, select
 from app.api import schemas
 from app.config import get_settings
 from app.errors import APIError
-from app.model_catalog import BUILTIN_MODELS
-from app.models import Checkpoint, RunStatus
-from app.run_config import RunConfig
-from app.services import artifacts, runs
+from app.lifecycle import artifacts, model_names
+from app.lifecycle.task_queue import celery_client
+from app.models import Checkpoint, Run, RunStatus
 from app.services.ownership import visible
 from app.services.sources import allowed_local_path, is_hub_reference
 from app.services.workers import workers_online
+from core.model_catalog import BUILTIN_MODELS
+from core.queues import CHAT_COMPLETION_TASK, INFERENCE_QUEUE
+from core.run_config import RunConfig
 
 QUANTIZATION_FIELDS = ("use_4bit", "bnb_4bit_compute_dtype", "bnb_4bit_quant_type", "use_nested_quant")
 # How often a waiting request reads the result backend: a token's worth of latency at most.
 POLL_INTERVAL_S = 0.05
-INFERENCE_QUEUE = "inference"  # worker/celery_app.py routes chat completions there
 
 
 def _model_not_found(model: str) -> APIError:
@@ -66,7 +67,7 @@ def is_known_base_model(model: str) -> bool:
 
 def resolve_model(session: Session, model: str) -> dict[str, Any]:
     """-> {base_model, adapter_dir, quantization} for the inference task."""
-    reference = runs.parse_model_reference(model)
+    reference = model_names.parse_model_reference(model)
     if reference is None:
         if not is_known_base_model(model):
             raise _model_not_found(model)
@@ -77,7 +78,7 @@ def resolve_model(session: Session, model: str) -> dict[str, Any]:
             "quantization": {name: getattr(defaults, name) for name in QUANTIZATION_FIELDS},
         }
     run_id, step = reference
-    run = session.get(runs.Run, run_id)
+    run = session.get(Run, run_id)
     if run is None or not visible(run.owner):
         raise _model_not_found(model)
     if step is None:
@@ -116,10 +117,8 @@ def start_chat(session: Session, *, model: str, **options: Any) -> tuple[AsyncRe
             code="no_inference_worker",
         )
     session.close()  # the wait may be long: give the database connection back to the pool now
-    from worker.celery_app import celery_app
-
-    pending = celery_app.send_task(
-        "loraboard.chat_completion",
+    pending = celery_client().send_task(
+        CHAT_COMPLETION_TASK,
         kwargs={**target, **options},
         expires=get_settings().completion_timeout_s,
     )

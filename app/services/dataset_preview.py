@@ -16,17 +16,17 @@ from typing import Any
 
 from sqlmodel import Session
 
-from app.config import get_settings
 from app.models import DataFile
-from app.run_config import DEMO_DATASET_ID, DEMO_MODEL_ID
 from app.services.ownership import visible
 from app.services.sources import allowed_local_path, is_hub_reference
-from worker.training.formats import DatasetError, detect_format, read_records
+from core.demo_dataset import demo_dataset_path
+from core.demo_tokenizer import build_demo_tokenizer
+from core.formats import DatasetError, detect_format, read_records
+from core.run_config import DEMO_DATASET_ID, DEMO_MODEL_ID
 
 PREVIEW_SAMPLES = 5
 LENGTH_SAMPLES = 2000  # token lengths are measured on at most this many samples
 HISTOGRAM_BINS = 16
-DEMO_TRAIN_FILE = Path(__file__).resolve().parents[2] / "data" / "demo" / "antonyms-train.jsonl"
 # Sizes of well-known hub datasets, so the form can derive steps without a download.
 KNOWN_DATASET_SIZES = {"mlabonne/guanaco-llama2-1k": 1000, "timdettmers/openassistant-guanaco": 9846}
 
@@ -56,7 +56,7 @@ class Preview:
 def dataset_path(session: Session, reference: str) -> Path | None:
     """A file id or the demo dataset id -> a local file; None for hub ids."""
     if reference == DEMO_DATASET_ID:
-        return DEMO_TRAIN_FILE
+        return demo_dataset_path("train")
     if reference.startswith("file-"):
         record = session.get(DataFile, reference)
         return Path(record.path) if record and visible(record.owner) else None
@@ -94,8 +94,6 @@ def load_tokenizer(model_name: str) -> tuple[Any, str, str | None]:
     """(tokenizer, its name, a note when another tokenizer stood in). Local files only: no download."""
     from transformers import AutoTokenizer
 
-    from worker.training.demo_model import ensure_demo_model
-
     if model_name != DEMO_MODEL_ID and not (
         is_hub_reference(model_name) or allowed_local_path(model_name) is not None
     ):
@@ -107,8 +105,8 @@ def load_tokenizer(model_name: str) -> tuple[Any, str, str | None]:
             note = f"The tokenizer of '{model_name}' is not on this machine; lengths use the demo tokenizer."
     else:
         note = None
-    directory = ensure_demo_model(get_settings().models_dir)
-    return AutoTokenizer.from_pretrained(str(directory)), DEMO_MODEL_ID, note
+    # Built in memory: the same tokenizer the worker saves with the demo model, without torch.
+    return build_demo_tokenizer(), DEMO_MODEL_ID, note
 
 
 # --- rendering ---------------------------------------------------------------------------

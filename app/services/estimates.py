@@ -2,7 +2,7 @@
 
 The shapes come from the model's config.json (the demo model, a local directory,
 the Hugging Face cache) or, for the well-known hub models, from a small table, so
-the form answers on an air-gapped box too. The arithmetic is PARAMETERS.md's:
+the form answers on an air-gapped box too. The arithmetic is docs/parameters.md's:
 
     LoRA parameters per adapted Linear(d_in -> d_out) = r (d_in + d_out)
     4-bit weights         N_linear x 0.5 bytes
@@ -22,15 +22,19 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from app.config import get_settings
-from app.run_config import DEMO_MODEL_ID, SMOLLM2_ID, RunConfig
 from app.services.hub_lookup import BackgroundLookups, LookupFailed, LookupPending
 from app.services.sources import allowed_local_path, is_hub_reference
+from core.acceleration_plan import GPU_PACKAGES, plan_acceleration
+from core.model_catalog import DEMO_ARCHITECTURE, DEMO_TOKENIZER_VOCAB_SIZE
+from core.run_config import DEMO_MODEL_ID, SMOLLM2_ID, RunConfig
 
 GB = 1024**3
 GPU_SIZES_GB = (24, 40, 80)
 DEFAULT_SEQ_LEN = 1024  # trl's default max_length when max_seq_length is empty
 # The CUDA context (~0.3-0.5 GB) and the caching allocator's slack: a fixed allowance.
 CUDA_OVERHEAD_BYTES = int(0.8 * GB)
+# The GPU the estimate assumes when it asks the fast path's planner: one with bfloat16 matmuls.
+ESTIMATED_GPU_CAPABILITY = (9, 0)
 
 
 @dataclass(frozen=True)
@@ -159,14 +163,12 @@ def model_shape(model_name: str) -> ModelShape:
 
 
 def _demo_shape() -> ModelShape:
-    from worker.training.demo_model import ARCHITECTURE, TOKENIZER_VOCAB_SIZE
-
     built = get_settings().models_dir / DEMO_MODEL_ID / "config.json"
     if built.is_file():
         return shape_from_config(json.loads(built.read_text()), f"{DEMO_MODEL_ID} config.json")
     # Not built yet: the same architecture, vocabulary rounded up to 64 as the builder does.
-    vocab = -(-TOKENIZER_VOCAB_SIZE // 64) * 64
-    return shape_from_config({**ARCHITECTURE, "vocab_size": vocab}, f"{DEMO_MODEL_ID} architecture")
+    vocab = -(-DEMO_TOKENIZER_VOCAB_SIZE // 64) * 64
+    return shape_from_config({**DEMO_ARCHITECTURE, "vocab_size": vocab}, f"{DEMO_MODEL_ID} architecture")
 
 
 _HUB_CONFIGS = BackgroundLookups()
@@ -283,24 +285,25 @@ def activation_bytes(shape: ModelShape, config: RunConfig) -> int:
 
 
 def dequantized_layer_bytes(shape: ModelShape, config: RunConfig) -> int:
-    """One decoder layer's Linear weights in bfloat16: held by Loraboard's compiled layers.
+    """One decoder layer's Linear weights in bfloat16, where Loraboard's compiled layers hold them.
 
-    On a CUDA GPU (compute capability 8.0 and up) Loraboard's trainer runs a 16-bit-compute
-    run's model in bfloat16 and, from COMPILE_MIN_HIDDEN_SIZE up, compiles its decoder
-    layers, which dequantize their 4-bit weights inside the graph
-    (worker/training/acceleration.py). While a layer is recomputed in the backward pass its
-    weights live in bfloat16 for the input-gradient matmuls: one such layer is counted (0.38
-    GiB on the 7B shape; the measured peaks are in bench/RESULTS.md).
+    The planner decides, for a CUDA GPU of compute capability 8.0 and up with the fast path's
+    packages, whether this run's layers are compiled with their 4-bit weights dequantized in
+    the graph. While such a layer is recomputed in the backward pass its weights live in
+    bfloat16 for the input-gradient matmuls: one such layer is counted (docs/performance.md).
     """
-    from worker.training.acceleration import COMPILE_MIN_HIDDEN_SIZE
-
-    compiled = (
-        config.trainer == "loraboard"
-        and config.use_4bit
-        and config.bnb_4bit_compute_dtype != "float32"
-        and shape.hidden_size >= COMPILE_MIN_HIDDEN_SIZE
+    if config.trainer != "loraboard" or not config.use_4bit:
+        return 0
+    plan = plan_acceleration(
+        "cuda",
+        ESTIMATED_GPU_CAPABILITY,
+        config.gradient_checkpointing,
+        config.packing,
+        hidden_size=shape.hidden_size,
+        compute_dtype=config.bnb_4bit_compute_dtype,
+        installed=GPU_PACKAGES,
     )
-    return 2 * linear_parameters(shape) // shape.num_layers if compiled else 0
+    return 2 * linear_parameters(shape) // shape.num_layers if plan.dequantize_in_graph else 0
 
 
 def estimate_memory(shape: ModelShape, config: RunConfig, trainable: int) -> dict[str, Any]:

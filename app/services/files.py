@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import BinaryIO
 
@@ -10,10 +9,10 @@ from sqlmodel import Session, col, select
 
 from app.config import get_settings
 from app.errors import APIError, not_found
+from app.lifecycle import run_states
 from app.models import DataFile, Run, RunStatus, new_id
-from app.services import runs
 from app.services.ownership import new_owner, only_visible, visible
-from worker.training.formats import SUPPORTED_EXTENSIONS, DatasetError, ReadLimits, validate_file
+from core.formats import SUPPORTED_EXTENSIONS, DatasetError, ReadLimits, validate_file
 
 UPLOAD_PURPOSES = ("fine-tune",)
 
@@ -138,7 +137,7 @@ def delete_file(session: Session, file_id: str) -> None:
     """Refused (409) while a queued or running job still needs the file: it would fail, or never start."""
     record = get_file(session, file_id)
     # A job in these states still reads its files (a paused one resumes).
-    active = [status.value for status in (*runs.ACTIVE_STATUSES, RunStatus.paused)]
+    active = [status.value for status in (*run_states.ACTIVE_STATUSES, RunStatus.paused)]
     for run in session.exec(select(Run).where(col(Run.status).in_(active))).all():
         if file_id in (run.config.get("dataset"), run.config.get("validation_dataset")):
             raise APIError(
@@ -150,29 +149,3 @@ def delete_file(session: Session, file_id: str) -> None:
     Path(record.path).unlink(missing_ok=True)
     session.delete(record)
     session.commit()
-
-
-def resolve_data_source(session: Session, reference: str | None) -> str | None:
-    """A file id -> its stored path (what the worker reads); hub ids and paths pass through."""
-    if reference is None or not reference.startswith("file-"):
-        return reference
-    return get_file(session, reference).path
-
-
-def register_result_file(session: Session, source: Path, filename: str, owner: str | None = None) -> DataFile:
-    """A file the system produced (the metrics CSV of a job), listed like uploads (OpenAI's result_files)."""
-    settings = get_settings()
-    file_id = new_id("file")
-    path = settings.files_dir / f"{file_id}{source.suffix}"
-    shutil.copyfile(source, path)
-    record = DataFile(
-        id=file_id,
-        filename=filename,
-        purpose="fine-tune-results",
-        bytes=path.stat().st_size,
-        path=str(path),
-        format="csv",
-        owner=owner,  # the run's owner: the worker registers it, for no one in particular
-    )
-    session.add(record)
-    return record

@@ -17,8 +17,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from app.errors import APIError, describe_validation_errors
-from app.run_config import MODEL_PRESETS, PRESETS, RunConfig
 from app.services import integrations
+from core.run_config import MODEL_PRESETS, PRESETS, RunConfig
 
 CLASSIC_LEARNING_RATE: float = RunConfig.model_fields["learning_rate"].default
 # OpenAI's name -> the run config's, and the bounds OpenAI's spec gives it.

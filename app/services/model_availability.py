@@ -15,7 +15,7 @@ from pathlib import Path
 
 from app.config import get_settings
 from app.errors import APIError
-from app.model_catalog import BUILTIN_MODELS
+from core.model_catalog import BUILTIN_MODELS
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$|^[A-Za-z0-9][\w.-]{0,95}$")
 LOOKUP_TIMEOUT_S = 5.0

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
-from app.run_config import (
+from core.run_config import (
     GROUPS,
     RunConfig,
     field_docs,

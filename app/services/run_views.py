@@ -8,12 +8,14 @@ from typing import Any
 from pydantic import ValidationError
 from sqlmodel import Session, col, func, select
 
+from app.lifecycle import run_states
 from app.models import Metric, Run, RunStatus
-from app.run_config import RunConfig, field_docs
 from app.services import runs
 from app.services.dataset_preview import count_samples
 from app.services.ownership import only_visible
-from worker.training.schedule import derive_schedule, lr_at
+from core.event_shapes import STARTUP_PHASES
+from core.run_config import RunConfig, field_docs
+from core.schedule import derive_schedule, lr_at
 
 LR_CURVE_POINTS = 200
 
@@ -26,7 +28,7 @@ class RunRow:
 
     @property
     def active(self) -> bool:
-        return self.run.status in (status.value for status in runs.ACTIVE_STATUSES)
+        return self.run.status in (status.value for status in run_states.ACTIVE_STATUSES)
 
 
 def run_rows(session: Session, page: list[Run]) -> list[RunRow]:
@@ -89,7 +91,7 @@ def last_metric_id(session: Session, run_id: str) -> int:
 def metric_history(session: Session, run_id: str) -> list[dict[str, Any]]:
     from app.services.streaming import metric_payload
 
-    return [metric_payload(metric) for metric in runs.list_metrics(session, run_id)]
+    return [metric_payload(metric) for metric in run_states.list_metrics(session, run_id)]
 
 
 OOM_MARKERS = ("out of memory", "outofmemoryerror", "cuda oom", "cublas_status_alloc_failed")
@@ -143,3 +145,24 @@ def config_differences(page: list[Run]) -> list[dict[str, Any]]:
         if len(page) < 2 or any(value != values[0] for value in values[1:]):
             rows.append({"name": name, "values": values})
     return rows
+
+
+def startup_view(run: Run) -> dict[str, Any]:
+    """What the run's first minute is spent on: the phase now (while no step has ended), or,
+    once step 1 is done, the seconds to it and where they went."""
+    runtime = run.runtime or {}
+    timings = runtime.get("timings") or {}
+    view: dict[str, Any] = {"phase": None, "first_step_s": None, "parts": []}
+    phase = runtime.get("phase")
+    if run.status in (status.value for status in run_states.ACTIVE_STATUSES) and isinstance(phase, dict):
+        view["phase"] = {"name": phase.get("name"), "since": phase.get("since")}
+    first_step = timings.get("first_step_s")
+    if isinstance(first_step, int | float):
+        view["first_step_s"] = float(first_step)
+        before = 0.0
+        for key, label in STARTUP_PHASES:
+            if isinstance(timings.get(key), int | float):
+                view["parts"].append((label, float(timings[key])))
+                before += float(timings[key])
+        view["parts"].append(("step 1", max(float(first_step) - before, 0.0)))
+    return view

@@ -1,59 +1,28 @@
-"""Runs: creation, queueing, cancelling, state changes, and the reads the API and pages share.
+"""Runs as a user asks for them: creation, the reads the API and pages share, and the
+changes a user requests (cancel, pause, resume).
 
-State changes are conditional UPDATEs (`... WHERE status IN (...)`), so a cancel
-racing a worker's start, or two workers racing for one run, never both win.
+The state changes themselves are app/lifecycle/run_states.py's conditional UPDATEs, shared
+with the workers.
 """
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
 from sqlmodel import Session, col, func, select
 
 from app.errors import APIError, not_found
+from app.lifecycle import webhook_events
+from app.lifecycle.run_states import add_event, enqueue_run, latest_checkpoint, transition
+from app.lifecycle.task_queue import celery_client
 from app.models import Checkpoint, DataFile, Event, Metric, Run, RunStatus, utcnow
-from app.run_config import RunConfig
-from app.services import webhooks
 from app.services.model_availability import check_model_available
 from app.services.ownership import new_owner, only_visible, visible
 from app.services.sources import check_source
+from core.run_config import RunConfig
 
-ACTIVE_STATUSES = (
-    RunStatus.queued,
-    RunStatus.validating_files,
-    RunStatus.running,
-    RunStatus.cancelling,
-    RunStatus.pausing,
-)
-# A worker holds the run in these states.
-WORKER_STATUSES = (RunStatus.validating_files, RunStatus.running, RunStatus.cancelling, RunStatus.pausing)
 RESUMABLE_STATUSES = (RunStatus.paused, RunStatus.cancelled, RunStatus.failed)
-_MODEL_REF = re.compile(r":(?P<run_id>ftjob-[0-9a-f]+)(?::ckpt-step-(?P<step>\d+))?$")
-
-
-# --- names ---------------------------------------------------------------------
-
-
-def fine_tuned_model_name(run: Run) -> str:
-    """OpenAI's shape, ft:<base>:<suffix>:<job id>; the job id makes it unique and resolvable."""
-    base = run.config["model_name"]
-    return f"ft:{base}:{run.suffix or 'loraboard'}:{run.id}"
-
-
-def checkpoint_model_name(run: Run, step: int) -> str:
-    return f"{fine_tuned_model_name(run)}:ckpt-step-{step}"
-
-
-def parse_model_reference(model: str) -> tuple[str, int | None] | None:
-    """'ft:…:ftjob-…[:ckpt-step-N]' -> (run id, checkpoint step or None); a base model id -> None."""
-    match = _MODEL_REF.search(model)
-    if not match or not model.startswith("ft:"):
-        return None
-    step = match.group("step")
-    return match.group("run_id"), int(step) if step else None
 
 
 # --- creation and queueing -------------------------------------------------------
@@ -89,7 +58,8 @@ def checked_sources(config: RunConfig) -> RunConfig:
 def create_run(
     session: Session, config: RunConfig, *, suffix: str | None = None, metadata: dict[str, Any] | None = None
 ) -> Run:
-    """Store a run as queued and commit it; the caller enqueues after this returns (DESIGN 4)."""
+    """Store a run as queued and commit it; the caller enqueues after this returns
+    (docs/architecture.md, convention 4)."""
     config = checked_sources(config)
     check_model_available(config.model_name)
     resolve_file_reference(session, config.dataset, "training_file")
@@ -100,18 +70,6 @@ def create_run(
     session.add(run)
     session.flush()  # the run row first: events reference it
     session.add(Event(run_id=run.id, message="Fine-tuning job created", data={"model": config.model_name}))
-    session.commit()
-    session.refresh(run)
-    return run
-
-
-def enqueue_run(session: Session, run: Run) -> Run:
-    """Send the run's id (never its config) to the training queue."""
-    from worker.celery_app import celery_app  # the app is light: no training code is imported
-
-    result = celery_app.send_task("loraboard.train_run", args=[run.id])
-    run.task_id = result.id
-    session.add(run)
     session.commit()
     session.refresh(run)
     return run
@@ -161,6 +119,18 @@ def list_runs(
     return rows[:limit], len(rows) > limit
 
 
+def list_succeeded_runs(session: Session, *, limit: int | None = None) -> list[Run]:
+    """The visible runs that left an adapter to chat with, newest first."""
+    query = (
+        only_visible(select(Run), Run.owner)
+        .where(Run.status == RunStatus.succeeded.value)
+        .order_by(col(Run.created_at).desc())
+    )
+    if limit:
+        query = query.limit(limit)
+    return list(session.exec(query).all())
+
+
 def count_runs_by_status(session: Session) -> dict[str, int]:
     rows = session.exec(only_visible(select(Run.status, func.count()), Run.owner).group_by(Run.status)).all()
     return {status: count for status, count in rows}
@@ -175,16 +145,6 @@ def list_events(
         query = query.where(col(Event.id) < after)
     rows = list(session.exec(query.order_by(col(Event.id).desc()).limit(limit + 1)).all())
     return rows[:limit], len(rows) > limit
-
-
-def list_metrics(
-    session: Session, run_id: str, *, after_id: int = 0, limit: int | None = None
-) -> list[Metric]:
-    """Oldest first from an id on (the live charts resume from the last id they saw)."""
-    query = select(Metric).where(Metric.run_id == run_id, col(Metric.id) > after_id).order_by(col(Metric.id))
-    if limit:
-        query = query.limit(limit)
-    return list(session.exec(query).all())
 
 
 def list_checkpoints(
@@ -280,32 +240,7 @@ def timestamp(moment: datetime | None) -> int | None:
     return int(aware.timestamp()) if aware else None
 
 
-# --- state changes -----------------------------------------------------------------
-
-
-def add_event(
-    session: Session,
-    run_id: str,
-    message: str,
-    *,
-    level: str = "info",
-    type: str = "message",
-    data: dict[str, Any] | None = None,
-) -> None:
-    # OpenAI's levels are info, warn and error; the training code's logging habit says "warning".
-    level = "warn" if level == "warning" else level
-    session.add(Event(run_id=run_id, message=message, level=level, type=type, data=data or {}))
-
-
-def _transition(session: Session, run_id: str, allowed: tuple[RunStatus, ...], **values: Any) -> bool:
-    statement = (
-        update(Run)
-        .where(col(Run.id) == run_id, col(Run.status).in_([status.value for status in allowed]))
-        .values(**values)
-    )
-    changed = session.execute(statement).rowcount > 0  # type: ignore[attr-defined]
-    session.commit()
-    return changed
+# --- changes a user requests -------------------------------------------------------
 
 
 def cancel_run(session: Session, run_id: str) -> Run:
@@ -318,23 +253,21 @@ def cancel_run(session: Session, run_id: str) -> Run:
             param="fine_tuning_job_id",
             code="job_not_cancellable",
         )
-    if _transition(
+    if transition(
         session, run_id, (RunStatus.queued,), status=RunStatus.cancelled.value, finished_at=utcnow()
     ):
         add_event(session, run_id, "Job cancelled before it started")
         session.commit()
-        webhooks.notify(session, run_id, "cancelled")
+        webhook_events.notify(session, run_id, "cancelled")
         if run.task_id:
-            from worker.celery_app import celery_app
-
-            celery_app.control.revoke(run.task_id)
-    elif _transition(
+            celery_client().control.revoke(run.task_id)
+    elif transition(
         session, run_id, (RunStatus.paused,), status=RunStatus.cancelled.value, finished_at=utcnow()
     ):
         add_event(session, run_id, "Paused job cancelled; its checkpoints are kept")
         session.commit()
-        webhooks.notify(session, run_id, "cancelled")
-    elif _transition(
+        webhook_events.notify(session, run_id, "cancelled")
+    elif transition(
         session,
         run_id,
         (RunStatus.validating_files, RunStatus.running, RunStatus.pausing),
@@ -349,7 +282,7 @@ def cancel_run(session: Session, run_id: str) -> Run:
 def pause_run(session: Session, run_id: str) -> Run:
     """Running -> 'pausing': the worker saves a checkpoint at its next step and stops; resume continues it."""
     get_run(session, run_id)
-    if not _transition(session, run_id, (RunStatus.running,), status=RunStatus.pausing.value):
+    if not transition(session, run_id, (RunStatus.running,), status=RunStatus.pausing.value):
         run = get_run(session, run_id)
         raise APIError(
             400,
@@ -366,7 +299,7 @@ def pause_run(session: Session, run_id: str) -> Run:
 def resume_run(session: Session, run_id: str) -> Run:
     """Paused, cancelled or failed -> queued again; training continues from the last checkpoint, if any."""
     run = get_run(session, run_id)
-    if not _transition(
+    if not transition(
         session,
         run_id,
         RESUMABLE_STATUSES,
@@ -392,148 +325,3 @@ def resume_run(session: Session, run_id: str) -> Run:
     session.commit()
     session.expire_all()
     return enqueue_run(session, get_run(session, run_id))
-
-
-def mark_running(session: Session, run_id: str, worker: str, task_id: str | None) -> bool:
-    """Claim a queued run for this worker (validating_files until training starts); False if it
-    was cancelled or taken meanwhile."""
-    now = utcnow()
-    claimed = _transition(
-        session,
-        run_id,
-        (RunStatus.queued,),
-        status=RunStatus.validating_files.value,
-        worker=worker,
-        task_id=task_id,
-        started_at=now,
-        heartbeat_at=now,
-        attempts=Run.attempts + 1,
-        first_logged_step=None,
-        first_logged_at=None,
-        last_logged_at=None,
-        eta_seconds=None,
-        eta_at=None,
-    )
-    if claimed:
-        add_event(session, run_id, f"Worker {worker} took the job: validating the training files")
-        session.commit()
-    return claimed
-
-
-def mark_training(session: Session, run_id: str) -> None:
-    """The data checked and loaded, the model built: the first step is next."""
-    if _transition(session, run_id, (RunStatus.validating_files,), status=RunStatus.running.value):
-        add_event(session, run_id, "Files validated; training started")
-        session.commit()
-
-
-def heartbeat(session: Session, run_id: str) -> None:
-    _transition(session, run_id, WORKER_STATUSES, heartbeat_at=utcnow())
-
-
-def stop_request(session: Session, run_id: str) -> RunStatus | None:
-    """What the worker must do at its next step: None (go on), cancelling or pausing."""
-    status = session.exec(select(Run.status).where(Run.id == run_id)).first()
-    if status in (RunStatus.cancelling.value, RunStatus.cancelled.value):
-        return RunStatus.cancelling
-    if status == RunStatus.pausing.value:
-        return RunStatus.pausing
-    return None
-
-
-def mark_succeeded(session: Session, run_id: str, *, trained_tokens: int, result_file_id: str | None) -> None:
-    run = get_run(session, run_id)
-    runtime = dict(run.runtime)
-    if result_file_id:
-        runtime["result_files"] = [result_file_id]
-    succeeded = _transition(
-        session,
-        run_id,
-        WORKER_STATUSES,
-        status=RunStatus.succeeded.value,
-        finished_at=utcnow(),
-        fine_tuned_model=fine_tuned_model_name(run),
-        trained_tokens=trained_tokens,
-        runtime=runtime,
-    )
-    add_event(session, run_id, "The job has successfully completed")
-    session.commit()
-    if succeeded:
-        webhooks.notify(session, run_id, "succeeded")
-
-
-def mark_cancelled(session: Session, run_id: str, step: int) -> None:
-    if _transition(session, run_id, WORKER_STATUSES, status=RunStatus.cancelled.value, finished_at=utcnow()):
-        add_event(session, run_id, f"Job cancelled at step {step}; checkpoints saved so far are kept")
-        session.commit()
-        webhooks.notify(session, run_id, "cancelled")
-
-
-def mark_stopped(session: Session, run_id: str, step: int) -> None:
-    """The worker stopped early at a request: paused (it saved a checkpoint) or cancelled."""
-    if _transition(session, run_id, (RunStatus.pausing,), status=RunStatus.paused.value):
-        add_event(session, run_id, f"Job paused at step {step}; resume continues from there")
-        session.commit()
-    else:
-        mark_cancelled(session, run_id, step)
-
-
-def mark_failed(
-    session: Session, run_id: str, message: str, *, code: str = "training_error", param: str | None = None
-) -> None:
-    failed = _transition(
-        session,
-        run_id,
-        ACTIVE_STATUSES,
-        status=RunStatus.failed.value,
-        finished_at=utcnow(),
-        error_code=code,
-        error_message=message,
-        error_param=param,
-    )
-    add_event(session, run_id, f"Job failed: {message}", level="error")
-    session.commit()
-    if failed:
-        webhooks.notify(session, run_id, "failed")
-
-
-def discard_metrics_after(session: Session, run_id: str, step: int) -> None:
-    """On resume, drop what was logged after the checkpoint: those steps are trained again."""
-    for metric in session.exec(select(Metric).where(Metric.run_id == run_id, col(Metric.step) > step)).all():
-        session.delete(metric)
-    for event in session.exec(select(Event).where(Event.run_id == run_id, Event.type == "metrics")).all():
-        if event.data and event.data.get("step", 0) > step:
-            session.delete(event)
-    session.commit()
-
-
-def latest_checkpoint(session: Session, run_id: str) -> Checkpoint | None:
-    return session.exec(
-        select(Checkpoint).where(Checkpoint.run_id == run_id).order_by(col(Checkpoint.step).desc()).limit(1)
-    ).first()
-
-
-def requeue_orphan(session: Session, run_id: str, reason: str) -> bool:
-    """A running run whose worker vanished goes back to the queue; it resumes from its last checkpoint."""
-    requeued = _transition(
-        session,
-        run_id,
-        (RunStatus.validating_files, RunStatus.running),
-        status=RunStatus.queued.value,
-        worker=None,
-        heartbeat_at=None,
-    )
-    if requeued:
-        add_event(session, run_id, f"{reason}; re-queued to resume from its last checkpoint", level="warn")
-        session.commit()
-    return requeued
-
-
-def find_stale_runs(session: Session, stale_after_s: float, worker: str | None = None) -> list[Run]:
-    """Runs in a worker's hands whose heartbeat stopped (or, with worker, that this worker left behind)."""
-    query = select(Run).where(col(Run.status).in_([status.value for status in WORKER_STATUSES]))
-    if worker:
-        query = query.where(Run.worker == worker)
-    else:
-        query = query.where(col(Run.heartbeat_at) < utcnow() - timedelta(seconds=stale_after_s))
-    return list(session.exec(query).all())

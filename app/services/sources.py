@@ -17,7 +17,7 @@ from pathlib import Path
 
 from app.config import get_settings
 from app.errors import APIError
-from app.run_config import DEMO_DATASET_ID, DEMO_MODEL_ID
+from core.run_config import DEMO_DATASET_ID, DEMO_MODEL_ID
 
 # The hub's repository names: an optional namespace, then a name; letters, digits, '-', '_', '.'.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?$")

@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from app.auth import current_principal
 from app.db import get_engine
 from app.errors import APIError
+from app.lifecycle import run_states
 from app.models import METRIC_FIELDS, Metric, Run
 from app.services import runs
 
@@ -144,13 +145,13 @@ def resume_point(after: int | None, last_event_id: str | None) -> int:
 
 def _poll(run_id: str, after_id: int, render: FragmentRenderer) -> tuple[list[Metric], dict[str, str], bool]:
     with Session(get_engine()) as session:
-        metrics = runs.list_metrics(session, run_id, after_id=after_id, limit=500)
+        metrics = run_states.list_metrics(session, run_id, after_id=after_id, limit=500)
         run = runs.get_run(session, run_id)
         # Paused runs end the stream too: they change again only when someone resumes them.
         return (
             metrics,
             render(session, run),
-            run.status not in {status.value for status in runs.ACTIVE_STATUSES},
+            run.status not in {status.value for status in run_states.ACTIVE_STATUSES},
         )
 
 

@@ -1,42 +1,12 @@
-"""Webhooks as OpenAI sends them: fine_tuning.job.succeeded, .failed and .cancelled.
-
-A job's URL is its metadata's `webhook_url`, else the deployment's LORABOARD_WEBHOOK_URL.
-Each event is signed as OpenAI's are, by the Standard Webhooks scheme: headers webhook-id,
-webhook-timestamp and webhook-signature = "v1," + base64(HMAC-SHA256(secret,
-"<id>.<timestamp>.<body>")), the secret being the base64 after "whsec_". So OpenAI's own
-client verifies them (`client.webhooks.unwrap(body, headers, secret=...)`).
-
-The state change only queues the delivery (a Celery task on the `webhooks` queue, after the
-commit, which the inference worker consumes); the task POSTs, records each attempt in the
-job's events, and retries a failure after 1, 2, 4, ... x LORABOARD_WEBHOOK_RETRY_BASE_S.
-"""
+"""Checks a job's webhook when it is created (app/lifecycle/webhook_events.py queues its events)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
-import secrets
-import time
-import urllib.error
-import urllib.request
-from typing import Any
 from urllib.parse import urlparse
-
-from sqlmodel import Session
 
 from app.config import get_settings
 from app.errors import APIError
-from app.models import Event, Run
-
-EVENT_TYPES = {
-    "succeeded": "fine_tuning.job.succeeded",
-    "failed": "fine_tuning.job.failed",
-    "cancelled": "fine_tuning.job.cancelled",
-}
-METADATA_KEY = "webhook_url"
-TIMEOUT_S = 10.0
+from app.lifecycle.webhook_events import METADATA_KEY
 
 
 def check_job_webhook(metadata: dict[str, str] | None) -> None:
@@ -53,100 +23,3 @@ def check_job_webhook(metadata: dict[str, str] | None) -> None:
             param="metadata",
             code="webhooks_not_configured",
         )
-
-
-def webhook_url(run: Run) -> str | None:
-    return (run.user_metadata or {}).get(METADATA_KEY) or get_settings().webhook_url
-
-
-def notify(session: Session, run_id: str, status: str) -> None:
-    """Queue the event of a job that just reached a final status (call after the commit)."""
-    run = session.get(Run, run_id)
-    if run is None or status not in EVENT_TYPES or not webhook_url(run) or not get_settings().webhook_secret:
-        return
-    from worker.celery_app import celery_app  # light: no training code
-
-    celery_app.send_task(
-        "loraboard.deliver_webhook",
-        kwargs={
-            "run_id": run_id,
-            "event_id": f"evt_{secrets.token_hex(12)}",
-            "event_type": EVENT_TYPES[status],
-            "created_at": int(time.time()),
-        },
-    )
-
-
-def signature_headers(secret: str, event_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    signed = f"{event_id}.{timestamp}.".encode() + body
-    digest = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-    return {
-        "webhook-id": event_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": f"v1,{digest}",
-        "content-type": "application/json",
-        "user-agent": "Loraboard-Webhooks",
-    }
-
-
-def event_body(event_id: str, event_type: str, created_at: int, run_id: str) -> bytes:
-    """OpenAI's webhook event object: the job id only; the receiver reads the job from the API."""
-    payload = {
-        "id": event_id,
-        "object": "event",
-        "created_at": created_at,
-        "type": event_type,
-        "data": {"id": run_id},
-    }
-    return json.dumps(payload).encode()
-
-
-def post(url: str, body: bytes, headers: dict[str, str]) -> int | str:
-    """The receiver's HTTP status, or why nothing came back."""
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:  # noqa: S310 (http(s) only)
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return int(error.code)
-    except (urllib.error.URLError, OSError) as error:
-        return f"{type(error).__name__}: {getattr(error, 'reason', error)}"
-
-
-def deliver(
-    session: Session, *, run_id: str, event_id: str, event_type: str, created_at: int, attempt: int
-) -> bool:
-    """One attempt: POST the signed event, record it in the job's events; True when the receiver took it."""
-    settings = get_settings()
-    run = session.get(Run, run_id)
-    url = webhook_url(run) if run is not None else None
-    if run is None or url is None or not settings.webhook_secret:
-        return True  # nothing (left) to deliver
-    body = event_body(event_id, event_type, created_at, run_id)
-    outcome = post(url, body, signature_headers(settings.webhook_secret, event_id, int(time.time()), body))
-    delivered = isinstance(outcome, int) and 200 <= outcome < 300
-    last = attempt >= settings.webhook_max_attempts
-    data: dict[str, Any] = {
-        "webhook": {
-            "event_id": event_id,
-            "type": event_type,
-            "url": url,
-            "attempt": attempt,
-            "status_code": outcome if isinstance(outcome, int) else None,
-            "delivered": delivered,
-        }
-    }
-    if delivered:
-        message, level = f"Webhook {event_type} delivered to {url} (attempt {attempt})", "info"
-    else:
-        then = "giving up" if last else f"retrying in {retry_delay_s(attempt):g} s"
-        message = f"Webhook {event_type} to {url} failed (attempt {attempt}: {outcome}); {then}"
-        level = "error" if last else "warn"
-    session.add(Event(run_id=run_id, message=message, level=level, data=data))
-    session.commit()
-    return delivered or last
-
-
-def retry_delay_s(attempt: int) -> float:
-    return get_settings().webhook_retry_base_s * 2 ** (attempt - 1)

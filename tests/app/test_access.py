@@ -5,7 +5,10 @@ In process against a real SQLite file; the keys are real rows made the way the C
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -46,7 +49,13 @@ def user_key(user: str) -> str:
 
 def test_nothing_answers_without_a_key(app: object) -> None:
     client = anonymous(app)
-    for method, url in [("GET", "/v1/fine_tuning/jobs"), ("POST", "/v1/files"), ("GET", "/docs")]:
+    for method, url in [
+        ("GET", "/v1/fine_tuning/jobs"),
+        ("POST", "/v1/files"),
+        ("GET", "/docs"),
+        ("GET", "/openapi.json"),
+        ("GET", "/healthz"),
+    ]:
         response = client.request(method, url)
         assert response.status_code == 401, url
         assert response.json()["error"] == {
@@ -60,6 +69,7 @@ def test_nothing_answers_without_a_key(app: object) -> None:
     assert client.get("/login").status_code == 200
     assert client.get("/static/loraboard.css").status_code == 200
     assert bearer(app, "lb-made-up").get("/v1/files").status_code == 401
+    assert bearer(app, ADMIN_KEY).get("/healthz").json() == {"status": "ok"}
 
 
 def test_the_issues_cross_site_post_trains_nothing(app: object) -> None:
@@ -143,6 +153,37 @@ def test_a_revoked_key_stops_working(app: object) -> None:
     assert record.prefix in keys_page.text
     assert admin.post(f"/keys/{record.id}/revoke").status_code == 200
     assert bearer(app, value).get("/v1/files").status_code == 401
+
+
+def revoke_with_the_cli(key_id: str) -> None:
+    """`loraboard keys revoke ID` as an operator runs it: another process, its own database session."""
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "keys", "revoke", key_id],
+        env=os.environ.copy(),  # the same data directory, so the same database
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_key_revoked_from_the_cli_fails_on_the_next_request(app: object) -> None:
+    with Session(get_engine()) as session:
+        record, value = auth.make_key(session, "leaked", "dave")
+    api = bearer(app, value)
+    dashboard = anonymous(app)
+    login = dashboard.post("/login", data={"key": value}, headers={"Origin": "http://testserver"})
+    assert login.status_code == 303
+    # Both have been answered once (a cache of valid keys would now hold this one).
+    assert api.get("/v1/files").status_code == 200
+    assert dashboard.get("/runs/new").status_code == 200
+
+    revoke_with_the_cli(record.id)
+
+    assert api.get("/v1/files").status_code == 401
+    assert dashboard.get("/v1/files").status_code == 401
+    page = dashboard.get("/runs/new", headers={"accept": "text/html"})
+    assert page.status_code == 303 and page.headers["location"].startswith("/login")
 
 
 def test_the_first_start_makes_one_admin_key(monkeypatch: pytest.MonkeyPatch) -> None:

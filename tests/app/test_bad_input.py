@@ -99,7 +99,7 @@ def test_a_small_parquet_of_millions_of_rows_is_refused_before_decoding(
 
 
 def test_parquet_decoded_size_is_capped(tmp_path: Path) -> None:
-    from worker.training.formats import DatasetError, ReadLimits, read_records
+    from core.formats import DatasetError, ReadLimits, read_records
 
     text = pa.DictionaryArray.from_arrays(pa.array([0] * 20_000, pa.int32()), pa.array(["y" * 1024]))
     path = tmp_path / "big.parquet"

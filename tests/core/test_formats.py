@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from worker.training.formats import (
+from core.formats import (
     FORMATS,
     DatasetError,
     read_records,
@@ -186,6 +186,6 @@ def test_unsupported_extension_and_long_error_lists(tmp_path):
 
 def test_formats_module_does_not_import_torch():
     heavy = "('torch', 'transformers', 'datasets')"
-    code = f"import sys, worker.training.formats; print(any(m in sys.modules for m in {heavy}))"
+    code = f"import sys, core.formats; print(any(m in sys.modules for m in {heavy}))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from app.run_config import DEMO_MODEL_ID, RunConfig, field_docs, preset_config
+from core.run_config import DEMO_MODEL_ID, RunConfig, field_docs, preset_config
 
 
 def test_classic_defaults_match_the_recipe() -> None:

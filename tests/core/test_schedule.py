@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from app.run_config import RunConfig
-from worker.training.schedule import derive_schedule, lr_at
+from core.run_config import RunConfig
+from core.schedule import derive_schedule, lr_at
 
 
 def config(**overrides) -> RunConfig:
@@ -75,7 +75,7 @@ def test_trainer_agrees(models_dir, tmp_path, samples, overrides):
     from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    from app.run_config import DEMO_MODEL_ID
+    from core.run_config import DEMO_MODEL_ID
     from worker.training.arguments import DeviceInfo, map_arguments
     from worker.training.model_loading import load_tokenizer
 

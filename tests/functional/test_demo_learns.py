@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from app.run_config import DEMO_DATASET_ID, DEMO_MODEL_ID, preset_config
-from worker.training.demo_dataset import demo_dataset_path
+from core.demo_dataset import demo_dataset_path
+from core.run_config import DEMO_DATASET_ID, DEMO_MODEL_ID, preset_config
 from worker.training.reporting import DataSources, MemoryReporter
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from app.run_config import SMOLLM2_ID
+from core.run_config import SMOLLM2_ID
 from tests.functional.test_openai_flow import DEMO_HELDOUT, DEMO_TRAIN, client_for, wait_for
 
 pytestmark = pytest.mark.slow

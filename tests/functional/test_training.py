@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from app.run_config import DEMO_DATASET_ID, DEMO_MODEL_ID, preset_config
+from core.demo_dataset import demo_dataset_path
+from core.formats import DatasetError
+from core.run_config import DEMO_DATASET_ID, DEMO_MODEL_ID, preset_config
+from core.schedule import lr_at
 from tests.training_support import write_jsonl
-from worker.training.demo_dataset import demo_dataset_path
-from worker.training.formats import DatasetError
 from worker.training.reporting import DataSources, MemoryReporter
-from worker.training.schedule import lr_at
 
 ADAPTER_FILES = {"adapter_model.safetensors", "adapter_config.json"}
 
@@ -88,6 +88,16 @@ def test_metrics_checkpoints_and_the_final_adapter(models_dir, tmp_path):
     assert runtime["from_pretrained"]["device_map"] == {"": "cpu"}
     assert runtime["quantization"]["bnb_4bit_quant_type"] == "nf4"
     assert any("device_map" in message for _, message, _ in reporter.events)
+
+    # Where the time went: each phase announced as it starts, then its seconds; step 1 timed.
+    phases = [data["phase"] for _, _, data in reporter.events if data and "phase" in data]
+    assert phases == ["model_files", "data", "model_load", "trainer", "train", "first_step", "save"]
+    timings = runtime["timings"]
+    before_step_one = sum(timings[f"{phase}_s"] for phase in ("model_files", "data", "model_load", "trainer"))
+    assert 0 < before_step_one < timings["first_step_s"] < timings["total_s"]
+    assert timings["train_s"] + timings["save_s"] < timings["total_s"]
+    assert timings["steady_tokens_per_s"] > 0 and "peak_allocated_gib" not in timings  # no GPU here
+    assert runtime["phase"] is None  # finished: no phase is "now"
 
     # A checkpoint is usable on its own, like the final adapter.
     reply = generate_chat(
@@ -182,7 +192,8 @@ def test_a_failed_compilation_trains_again_without_it(models_dir, tmp_path, monk
     why each time, and logs every step once."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
-    from worker.training import acceleration, compiled_layers
+    from worker.training import acceleration
+    from worker.training.acceleration import compile as compiled_layers
     from worker.training.trainer import run_training
 
     planned_without: list[frozenset[str]] = []

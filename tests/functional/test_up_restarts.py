@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from tests.paths import PROJECT_ROOT
-from tests.stack import free_port, make_stack
+from tests.stack import ADMIN_HEADERS, free_port, make_stack
 
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 
@@ -32,7 +32,7 @@ def wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-d
 
 def healthy(base_url: str) -> bool:
     try:
-        return httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200
+        return httpx.get(f"{base_url}/healthz", headers=ADMIN_HEADERS, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
 

@@ -1,6 +1,6 @@
 """On a CUDA machine: the compiled decoder layers train what the eager layers train.
 
-The CPU checks of tests/worker/training/acceleration/test_compiled_layers.py on CUDA,
+The CPU checks of tests/worker/training/acceleration/test_compile.py on CUDA,
 where Inductor emits Triton kernels and bitsandbytes runs its CUDA ops: the same loss and
 adapter gradients as the eager, checkpointed layers (float32 compute), and with dropout on
 (bfloat16 and the weights dequantized in the graph, as the planner compiles) the masks of
@@ -20,7 +20,7 @@ from tests.compiled_layers_support import (
     lora_model,
     loss_and_gradients,
 )
-from worker.training.seeded_dropout import use_seeded_dropout
+from worker.training.acceleration.seeded_dropout import use_seeded_dropout
 
 pytestmark = pytest.mark.gpu
 
@@ -84,7 +84,7 @@ def _assert_recompute_draws_the_forwards_masks(tiny_llama_dir, compiled) -> None
 def test_graph_dequantization_is_bitsandbytes_cuda_kernel_bit_for_bit(quant_type, nested) -> None:
     import bitsandbytes.functional as bnb_functional
 
-    from worker.training.graph_dequantization import dequantize_4bit
+    from worker.training.acceleration.dequant import dequantize_4bit
 
     generator = torch.Generator(device="cuda").manual_seed(0)
     for shape in ((4096, 4096), (11008, 4096), (33, 17)):
@@ -104,7 +104,7 @@ def test_the_triton_kernel_is_bitsandbytes_cuda_kernel_bit_for_bit(quant_type) -
     (as the compiled backward calls it), bitsandbytes' CUDA kernel's values, bit for bit."""
     import bitsandbytes.functional as bnb_functional
 
-    from worker.training.dequantization_kernel import dequantize
+    from worker.training.acceleration.dequant_kernel import dequantize
 
     generator = torch.Generator(device="cuda").manual_seed(0)
     for shape in ((4096, 4096), (11008, 4096), (4096, 11008), (33, 17)):

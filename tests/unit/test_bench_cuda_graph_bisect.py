@@ -13,7 +13,7 @@ from bench import cuda_graph_bisect
 def test_each_case_adds_its_part(case, tmp_path) -> None:
     import bitsandbytes as bnb
 
-    from worker.training.seeded_dropout import SeededDropout
+    from worker.training.acceleration.seeded_dropout import SeededDropout
 
     model = cuda_graph_bisect.build_model(case, tmp_path, "cpu")
     modules = list(model.modules())

@@ -7,10 +7,11 @@ from datetime import UTC
 from sqlmodel import Session, select
 
 from app.db import get_engine
+from app.lifecycle.run_states import mark_running, mark_training
 from app.migrate import upgrade
 from app.models import Event, Metric, Run
-from app.run_config import RunConfig
-from app.services.runs import create_run, mark_running, mark_training, progress
+from app.services.runs import create_run, progress
+from core.run_config import RunConfig
 from worker.recorder import DatabaseReporter
 from worker.training.reporting import MetricValues
 

@@ -13,8 +13,8 @@ from sqlmodel import Session
 from app.db import get_engine
 from app.migrate import upgrade
 from app.models import DataFile, RunStatus
-from app.run_config import preset_config
 from app.services import files, runs
+from core.run_config import preset_config
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import time
 
-from app.run_config import DEMO_MODEL_ID
+from core.run_config import DEMO_MODEL_ID
 
 QUANTIZATION = {"bnb_4bit_compute_dtype": "float32", "bnb_4bit_quant_type": "nf4"}
 QUESTION = [{"role": "user", "content": "What is the opposite of hot?"}]

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from app.run_config import RunConfig
+    from core.run_config import RunConfig
 
 CPU_OPTIMIZER = "adamw_torch"
 CPU_FLOAT16_WHY = "float16 4-bit matmuls run tens of times slower than float32 on a CPU"

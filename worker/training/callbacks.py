@@ -22,6 +22,7 @@ from transformers import TrainerCallback
 
 from worker.training.eta import StepTime, remaining_seconds
 from worker.training.reporting import MetricValues, Reporter, TrainingDiverged, first_non_finite
+from worker.training.run_timings import RunTimings
 
 # The ETA fits the latest steps only: the current pace, and a fit that costs the same at
 # step 20 and at step 20,000 (it runs at every log). 500 steps span ten of group_by_length's
@@ -30,8 +31,18 @@ ETA_WINDOW_STEPS = 500
 
 
 class ReporterCallback(TrainerCallback):
-    def __init__(self, reporter: Reporter, metrics_path: Path):
+    def __init__(
+        self,
+        reporter: Reporter,
+        metrics_path: Path,
+        timings: RunTimings | None = None,
+        *,
+        compiling: bool = False,
+    ):
         self.reporter = reporter
+        self.timings = timings
+        self._compiling = compiling  # step 1 includes torch.compile's tracing and code generation
+        self._first_step_seen = False
         self.metrics_path = (
             metrics_path  # every row, appended as it comes (copied into the adapter at the end)
         )
@@ -114,7 +125,15 @@ class ReporterCallback(TrainerCallback):
     # --- steps: timing and cancellation -----------------------------------------
     def on_step_end(self, args, state, control, **kwargs):
         now, tokens = time.perf_counter(), state.num_input_tokens_seen
-        self._step_times.append(StepTime(now - self._step_clock, tokens - self._tokens_at_step))
+        if not self._first_step_seen:
+            # Step 1 carries the compile and the allocator's warm-up: not the pace of the others.
+            self._first_step_seen = True
+            self._first_step_done()
+            now = time.perf_counter()
+        else:
+            self._step_times.append(StepTime(now - self._step_clock, tokens - self._tokens_at_step))
+            if self.timings is not None:
+                self.timings.step(now - self._step_clock, tokens - self._tokens_at_step)
         self._step_clock, self._tokens_at_step = now, tokens
         if self.reporter.should_stop():
             self.stopped_by_request = True
@@ -126,6 +145,17 @@ class ReporterCallback(TrainerCallback):
                 control.should_save = True
 
     # --- helpers -------------------------------------------------------------------
+    def _first_step_done(self) -> None:
+        if self.timings is None:
+            return
+        import torch
+
+        if torch.cuda.is_available():
+            # Steps are queued without waiting for the GPU: wait once, so that "the first step
+            # took" means the GPU finished it. The clock restarts after, for the steady pace.
+            torch.cuda.synchronize()
+        self.timings.first_step_done(self._compiling)
+
     def _remember_openai_metrics(self, logs: dict[str, Any], prefix: str) -> None:
         """loss and trl's mean_token_accuracy, as train_*/valid_* (the latest of each)."""
         for name in ("loss", "mean_token_accuracy"):

@@ -17,14 +17,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.run_config import DEMO_DATASET_ID
-from worker.training.demo_dataset import demo_dataset_path
-from worker.training.formats import SUPPORTED_EXTENSIONS, DatasetSummary, read_records, validate_records
+from core.demo_dataset import demo_dataset_path
+from core.formats import SUPPORTED_EXTENSIONS, DatasetSummary, read_records, validate_records
+from core.run_config import DEMO_DATASET_ID
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
-    from app.run_config import RunConfig
+    from core.run_config import RunConfig
 
 ALPACA_PROMPT = (
     "Below is an instruction that describes a task. "

@@ -5,11 +5,8 @@ are built from fixed seeds, so the same library versions give the same bytes on
 every machine. It knows nothing (random weights); the demo shows that a LoRA
 adapter on its frozen 4-bit base learns the demo task.
 
-The tokenizer is a byte-level BPE trained on the demo data plus some generic
-English: byte-level so it encodes any text, and with the demo's words as single
-tokens so the antonym task is a token -> token mapping that a tiny model learns
-in a minute or two (a character-level tokenizer would make every answer several
-tokens long: more to learn, longer sequences; not tried).
+The tokenizer is core/demo_tokenizer.py's byte-level BPE (the server builds the same
+one to measure token lengths); the architecture is core/model_catalog.py's.
 
 Weights are drawn with std 1/sqrt(hidden) instead of Llama's 0.02, so the random
 layers pass signals on at unit scale; what matters most is the output head (see
@@ -28,42 +25,19 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from app.run_config import DEMO_MODEL_ID
+from core.demo_tokenizer import build_demo_tokenizer
+from core.model_catalog import DEMO_ARCHITECTURE
+from core.run_config import DEMO_MODEL_ID
 
 SEED = 0
 
-# Every Linear's in_features is a multiple of 64, the block size of bitsandbytes'
-# 4-bit quantization (hidden 256, intermediate 512).
-ARCHITECTURE = {
-    "hidden_size": 256,
-    "intermediate_size": 512,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 4,
-    "max_position_embeddings": 256,
-    "rms_norm_eps": 1e-5,
-    "initializer_range": 256**-0.5,  # 1/sqrt(hidden_size): see the module docstring
-    "tie_word_embeddings": False,
-}
 # The output head, drawn explicitly with std 1/sqrt(hidden): after the final
 # RMSNorm the hidden state has norm sqrt(hidden), so with std 0.02 the largest
 # logit an adapter can reach is about 0.02 x 256 = 5 and the answer never becomes
 # confident (measured: the loss stalled at 3.7). With 1/sqrt(hidden) the random
 # logits have unit variance and an aligned hidden state reaches sqrt(hidden) = 16.
-HEAD_INIT_STD = ARCHITECTURE["hidden_size"] ** -0.5
-TOKENIZER_VOCAB_SIZE = 1024
-SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+HEAD_INIT_STD = DEMO_ARCHITECTURE["hidden_size"] ** -0.5
 BUILD_MARKER = "loraboard-demo.json"  # written last: its presence means the build is complete
-
-GENERIC_TEXT = """\
-The quick brown fox jumps over the lazy dog. A journey of a thousand miles begins with a single step.
-Please answer the question. What is the meaning of this word? Give me an example, please.
-Language models read text as tokens and predict the next token from the ones before it.
-The weather today is mild, with a chance of rain in the evening and clear skies tomorrow.
-She opened the window, looked at the garden and wrote a short letter to her brother.
-Numbers such as 1, 2, 3, 10, 42 and 2024 appear in text; so do symbols like #, @, %, & and *.
-You are a helpful assistant. Answer with one word. Thank you! Sure, here is the answer.
-"""
 
 
 def ensure_demo_model(models_dir: Path) -> Path:
@@ -92,7 +66,7 @@ def build_demo_model(directory: Path) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = build_tokenizer()
+    tokenizer = build_demo_tokenizer()
     tokenizer.save_pretrained(directory)
 
     # Round the vocabulary up to a multiple of 64 (tidy shapes for the embedding and head).
@@ -102,7 +76,7 @@ def build_demo_model(directory: Path) -> None:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        **ARCHITECTURE,
+        **DEMO_ARCHITECTURE,
     )
     # The weights are drawn from the CPU generator seeded with SEED, inside a fork that
     # restores its state after: a run that builds the model on first use must draw the same
@@ -121,51 +95,13 @@ def build_demo_model(directory: Path) -> None:
         "seed": SEED,
         "random_weights": True,
         "head_init_std": HEAD_INIT_STD,
-        **ARCHITECTURE,
+        **DEMO_ARCHITECTURE,
     }
     (directory / BUILD_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
 
 
-def build_tokenizer():
-    """A byte-level BPE PreTrainedTokenizerFast that adds <s> in front of every text, like Llama's."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    specials = [SPECIAL_TOKENS[name] for name in ("unk_token", "bos_token", "eos_token", "pad_token")]
-    trainer = trainers.BpeTrainer(
-        vocab_size=TOKENIZER_VOCAB_SIZE,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes: any text encodes
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(_tokenizer_corpus(), trainer=trainer)
-    bos = SPECIAL_TOKENS["bos_token"]
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tokenizer.token_to_id(bos))]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, model_max_length=ARCHITECTURE["max_position_embeddings"], **SPECIAL_TOKENS
-    )
-
-
-def _tokenizer_corpus() -> list[str]:
-    from worker.training.demo_dataset import PAIRS, TEMPLATES
-
-    lines = GENERIC_TEXT.splitlines()
-    # The Llama-2 chat markers, so they become few tokens.
-    lines += ["[INST] <<SYS>>\nYou are a helpful assistant.\n<</SYS>>\n\n[/INST]"] * 20
-    for left, right in PAIRS:
-        for word, answer in ((left, right), (right, left)):
-            for template in TEMPLATES:
-                lines.append(f"[INST] {template.format(word=word)} [/INST] {answer}")
-    return lines
-
-
 def _readme(vocab_size: int) -> str:
-    sizes = ", ".join(f"{key}={value}" for key, value in ARCHITECTURE.items())
+    sizes = ", ".join(f"{key}={value}" for key, value in DEMO_ARCHITECTURE.items())
     return f"""# {DEMO_MODEL_ID}
 
 Random weights, built locally by Loraboard (worker/training/demo_model.py, seed {SEED}).

@@ -54,11 +54,11 @@ def generate_chat(
 
     quantization: bnb_4bit_compute_dtype, bnb_4bit_quant_type, use_nested_quant (the run config's names).
     temperature 0 = greedy decoding. on_piece receives each piece of text as soon as it is final
-    (worker/token_stream.py); logprobs: each token's log-probability and its top_logprobs rivals.
+    (worker/training/token_stream.py); logprobs: each token's log-probability and its top_logprobs rivals.
     """
     import torch
 
-    from worker.token_stream import LogprobRecorder, TokenStream
+    from worker.training.token_stream import LogprobRecorder, TokenStream
 
     with _lock:
         base_path = resolve_model(base_model, models_dir)

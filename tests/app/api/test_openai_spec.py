@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from app.db import get_engine
+from app.lifecycle import run_states
 from app.models import Checkpoint, Event, Run, utcnow
 from app.services import runs
 from tests.openai_spec import assert_conforms, spec_errors
@@ -228,11 +229,11 @@ def test_api_jobs_keep_a_checkpoint_per_epoch_by_default(client: TestClient) -> 
 def test_a_claimed_job_validates_its_files_before_running(client: TestClient) -> None:
     run_id = _seed("queued")
     with Session(get_engine()) as session:
-        assert runs.mark_running(session, run_id, worker="training@test", task_id=None)
+        assert run_states.mark_running(session, run_id, worker="training@test", task_id=None)
         assert (
             ok(client.get(f"/v1/fine_tuning/jobs/{run_id}"), "FineTuningJob")["status"] == "validating_files"
         )
-        runs.mark_training(session, run_id)
+        run_states.mark_training(session, run_id)
     assert ok(client.get(f"/v1/fine_tuning/jobs/{run_id}"), "FineTuningJob")["status"] == "running"
 
 

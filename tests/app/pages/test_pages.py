@@ -15,10 +15,10 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from app.db import get_engine
+from app.lifecycle import artifacts
 from app.models import Checkpoint, Event, Metric, Run, utcnow
 from app.pages.templating import TEMPLATES_DIR, templates
-from app.run_config import preset_config
-from app.services import artifacts
+from core.run_config import preset_config
 from tests.paths import DEMO_DATA
 
 DEMO_FILE = DEMO_DATA / "antonyms-train.jsonl"
@@ -336,3 +336,27 @@ def test_compare_lists_differences(client: TestClient, seeded: dict[str, str]) -
 def test_playground_lists_finished_adapters(client: TestClient, seeded: dict[str, str]) -> None:
     html = client.get("/playground").text
     assert f"ft:demo-tiny-llama:seed:{seeded['succeeded']}" in html
+
+
+def test_run_header_says_what_the_first_minute_is_spent_on(client: TestClient) -> None:
+    """Before step 1 the header names the phase (a compile is not a hang); after it, the
+    seconds to the first step and where they went."""
+    since = "2026-12-06T20:41:05+00:00"
+    compiling = seed_run(
+        "running",
+        0,
+        runtime={"phase": {"name": "step 1: compiling the decoder layers", "since": since}},
+    )
+    html = client.get(f"/runs/{compiling}").text
+    phase = html.split('data-testid="run-phase">')[1].split("</div>")[0]
+    assert "now: step 1: compiling the decoder layers" in phase and "since 20:41:05 UTC" in phase
+    assert 'data-elapsed-since="2026-12-06T20:41:05+00:00"' in phase  # the page ticks the seconds
+
+    timings = {"model_files_s": 0.4, "data_s": 2.0, "model_load_s": 11.6, "trainer_s": 3.0}
+    timings["first_step_s"] = 83.0
+    done = seed_run("succeeded", 40, runtime={"phase": None, "timings": timings})
+    html = client.get(f"/runs/{done}").text
+    assert 'data-testid="run-phase"' not in html
+    line = " ".join(html.split('data-testid="first-step">')[1].split("</div>")[0].split())
+    assert line.startswith("first step after <strong>1m 23s</strong>:")
+    assert "loading the model 12s" in line and "tokenizing 3s" in line and "step 1 1m 06s" in line

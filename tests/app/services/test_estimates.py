@@ -1,10 +1,10 @@
-"""Trainable parameters and the memory estimate: PARAMETERS.md's arithmetic, checked on known models."""
+"""Trainable parameters and the memory estimate: docs/parameters.md's arithmetic, checked on
+known models."""
 
 from __future__ import annotations
 
 import pytest
 
-from app.run_config import RunConfig, preset_config
 from app.services import estimates
 from app.services.estimates import (
     GB,
@@ -14,6 +14,7 @@ from app.services.estimates import (
     trainable_parameters,
     verdict,
 )
+from core.run_config import RunConfig, preset_config
 
 LLAMA2_7B = KNOWN_SHAPES["nousresearch/llama-2-7b-chat-hf"]
 

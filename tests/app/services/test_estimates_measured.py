@@ -16,8 +16,8 @@ import json
 
 import pytest
 
-from app.run_config import RunConfig
 from app.services.estimates import estimate_run
+from core.run_config import RunConfig
 from tests.paths import PROJECT_ROOT
 
 RESULTS = PROJECT_ROOT / "bench" / "results"

@@ -6,8 +6,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.errors import APIError
-from app.run_config import DEMO_OVERRIDES
 from app.services.job_requests import JobCreate, run_config_from_request
+from core.run_config import DEMO_OVERRIDES
 
 
 def request(**hyperparameters) -> JobCreate:

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 from trl import SFTConfig
 
-from app.run_config import RunConfig, preset_config
+from core.run_config import RunConfig, preset_config
 from worker.training.arguments import ConfigError, DeviceInfo, map_arguments
 
 CPU = DeviceInfo("cpu", "cpu")

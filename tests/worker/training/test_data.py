@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.run_config import DEMO_MODEL_ID
+from core.run_config import DEMO_MODEL_ID
 from worker.training.data import render_chat_prompt, render_examples
 
 
@@ -89,7 +89,7 @@ def test_guanaco_text_trains_with_one_bos_and_its_own_eos(models_dir, tmp_path):
     from tokenizers.processors import TemplateProcessing
     from trl import SFTConfig, SFTTrainer
 
-    from app.run_config import RunConfig
+    from core.run_config import RunConfig
     from tests.training_support import write_jsonl
     from worker.training.data import build_datasets
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from app.run_config import DEMO_MODEL_ID
+from core.run_config import DEMO_MODEL_ID
 from worker.training.demo_model import ensure_demo_model
 from worker.training.model_sources import resolve_model
 

@@ -1,4 +1,5 @@
-"""plan_acceleration: what the worker's fast path turns on, per device (runs on CPU)."""
+"""The fast path's planner (core/acceleration_plan.py) and the worker's Acceleration that
+carries a plan out: what turns on, per device (runs on CPU)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,8 @@ import importlib.util
 import pytest
 import torch
 
-from worker.training.acceleration import (
-    DEFAULT_FEATURES,
-    FUSED_OPTIMIZER,
-    Acceleration,
-    plan_acceleration,
-)
+from core.acceleration_plan import DEFAULT_FEATURES, FUSED_OPTIMIZER
+from worker.training.acceleration import Acceleration, plan_acceleration
 
 
 def test_cpu_changes_nothing() -> None:
@@ -31,8 +28,8 @@ def test_cpu_ignores_opt_ins() -> None:
 
 def test_hopper_turns_on_bf16_and_fast_attention() -> None:
     plan = plan_acceleration("cuda", (9, 0), gradient_checkpointing=True, packing=False)
-    assert plan.model_kwargs == {"dtype": torch.bfloat16, "attn_implementation": "sdpa"}
-    assert plan.quantization_kwargs == {"bnb_4bit_compute_dtype": torch.bfloat16}
+    assert plan.model_kwargs == {"dtype": "bfloat16", "attn_implementation": "sdpa"}
+    assert plan.quantization_kwargs == {"bnb_4bit_compute_dtype": "bfloat16"}
     # one dtype end to end: no autocast on top of a bf16 model; steps that do not wait for the GPU
     assert plan.sft_kwargs == {
         "bf16": False,
@@ -116,24 +113,27 @@ def test_the_config_overrides_are_valid_sftconfig_arguments(tmp_path) -> None:
 @pytest.fixture
 def triton_installed(monkeypatch):
     """The planner only compiles where triton exists (GPU machines); pretend it does."""
-    from worker.training import acceleration
+    from core import acceleration_plan
 
-    real = acceleration._has_package
-    monkeypatch.setattr(acceleration, "_has_package", lambda name: name == "triton" or real(name))
+    real = acceleration_plan.installed_gpu_packages()
+    monkeypatch.setattr(acceleration_plan, "installed_gpu_packages", lambda: real | {"triton"})
 
 
 def test_large_models_are_compiled_with_recompute_in_the_graph(triton_installed) -> None:
     plan = plan_acceleration("cuda", (9, 0), True, False, hidden_size=4096)
-    assert plan.compile_layers and plan.recompute_in_graph and plan.dequantize_in_graph and plan.cpp_wrapper
+    assert plan.compile_layers and plan.recompute_in_graph and plan.dequantize_in_graph
     # the compiled layers fuse RMSNorm, RoPE and SwiGLU themselves
     assert not plan.liger
     assert any("torch.compile" in note for note in plan.notes)
 
 
-def test_the_cpp_wrapper_can_be_left_off(triton_installed) -> None:
-    without = frozenset({"cpp-wrapper"})
-    plan = plan_acceleration("cuda", (9, 0), True, False, hidden_size=4096, disable=without)
+def test_the_cpp_wrapper_is_opt_in(triton_installed) -> None:
+    """g++ compiling each graph's wrapper costs the first step more than a run of a few
+    hundred steps earns back: only where asked."""
+    plan = plan_acceleration("cuda", (9, 0), True, False, hidden_size=4096)
     assert plan.compile_layers and not plan.cpp_wrapper
+    plan = plan_acceleration("cuda", (9, 0), True, False, hidden_size=4096, enable=frozenset({"cpp-wrapper"}))
+    assert plan.compile_layers and plan.cpp_wrapper
 
 
 def test_without_checkpointing_the_compiled_graph_keeps_its_activations(triton_installed) -> None:
@@ -157,19 +157,19 @@ def test_a_float32_run_keeps_its_precision_and_is_not_compiled(triton_installed)
     assert any("for bfloat16 models" in note for note in plan.notes)
     # a 16-bit run gets bfloat16 and the compiled layers
     plan = plan_acceleration("cuda", (9, 0), True, False, hidden_size=4096, compute_dtype="float16")
-    assert plan.model_kwargs["dtype"] == torch.bfloat16 and plan.compile_layers
+    assert plan.model_kwargs["dtype"] == "bfloat16" and plan.compile_layers
 
 
 def test_compile_can_be_left_off(triton_installed) -> None:
     plan = plan_acceleration("cuda", (9, 0), True, False, hidden_size=4096, disable=frozenset({"compile"}))
     assert not plan.compile_layers and not plan.dequantize_in_graph
-    # the compiled layers with bitsandbytes' own dequantization (round 3's default)
+    # the compiled layers with bitsandbytes' own dequantization
     plan = plan_acceleration("cuda", (9, 0), True, False, hidden_size=4096, disable=frozenset({"dequant"}))
     assert plan.compile_layers and not plan.dequantize_in_graph
 
 
 def test_prepare_adapters_seeds_lora_dropout_only_for_the_in_graph_recompute() -> None:
-    from worker.training.seeded_dropout import SeededDropout
+    from worker.training.acceleration.seeded_dropout import SeededDropout
 
     def lora_like() -> torch.nn.Module:
         module = torch.nn.Module()
@@ -206,12 +206,12 @@ def test_the_dequantization_kernel_is_opt_in_and_needs_the_graph_dequantization(
 def test_the_memory_estimate_counts_a_dequantized_layer_exactly_where_the_plan_dequantizes(
     triton_installed,
 ) -> None:
-    """app/services/estimates.py restates the planner's rule (the server has no GPU to plan
-    on); this keeps the two from drifting apart."""
+    """The web server has no GPU (nor triton): its estimate asks the planner what a GPU
+    worker with the fast path's packages would do."""
     import dataclasses
 
-    from app.run_config import RunConfig
     from app.services.estimates import KNOWN_SHAPES, dequantized_layer_bytes
+    from core.run_config import RunConfig
 
     llama = KNOWN_SHAPES["nousresearch/llama-2-7b-chat-hf"]
     for hidden_size in (1024, 2047, 2048, 4096, 5120):
@@ -222,3 +222,28 @@ def test_the_memory_estimate_counts_a_dequantized_layer_exactly_where_the_plan_d
             shape = dataclasses.replace(llama, hidden_size=hidden_size)
             counted = dequantized_layer_bytes(shape, RunConfig(bnb_4bit_compute_dtype=compute_dtype)) > 0
             assert counted == plan.dequantize_in_graph, (hidden_size, compute_dtype)
+
+
+def test_a_feature_that_copies_another_release_of_a_library_is_refused_at_the_start(monkeypatch) -> None:
+    """ "async" reproduces trl's and bitsandbytes' own code: with another release installed the
+    run stops before loading anything, naming the library, the releases and what to do."""
+    from worker.training.acceleration import versions
+
+    plan = plan_acceleration("cuda", (9, 0), True, False)  # async on, as on every GPU run
+    installed = {"trl": "1.16", "bitsandbytes": "0.50"}
+    monkeypatch.setattr(versions, "release", lambda distribution: installed.get(distribution))
+    versions.check_copied_internals(plan)  # the releases the copies come from: fine
+
+    installed["trl"] = "1.17"
+    with pytest.raises(versions.CopiedInternalsMismatch, match=r"trl 1\.16.*trl 1\.17.*trl==1\.16\.\*"):
+        plan_acceleration("cuda", (9, 0), True, False)
+    # without the feature that copies trl, nothing depends on its release
+    versions.check_copied_internals(
+        plan_acceleration("cuda", (9, 0), True, False, disable=frozenset({"async"}))
+    )
+    # the real installed releases match the copies (the worker's own environment)
+    monkeypatch.undo()
+    assert {name: versions.release(name) for name in ("trl", "bitsandbytes")} == {
+        "trl": "1.16",
+        "bitsandbytes": "0.50",
+    }

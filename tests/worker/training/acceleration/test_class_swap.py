@@ -1,8 +1,8 @@
-"""worker/training/class_swap.py: one cached subclass per (class, prefix), attributes left bare."""
+"""acceleration/class_swap.py: one cached subclass per (class, prefix), attributes left bare."""
 
 from __future__ import annotations
 
-from worker.training.class_swap import cached_subclass
+from worker.training.acceleration.class_swap import cached_subclass
 
 
 class WrapsEveryForward:

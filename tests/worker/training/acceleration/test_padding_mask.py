@@ -1,4 +1,4 @@
-"""worker/training/padding_mask.py: SDPA with transformers' mask, built without host reads."""
+"""worker/training/acceleration/padding_mask.py: SDPA with transformers' mask, built without host reads."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 
 from tests.tiny_llama import VOCAB
 from tests.training_support import sdpa_calls
-from worker.training import padding_mask
+from worker.training.acceleration import padding_mask
 
 
 def _model(tiny_llama_dir, attention: str):

@@ -1,4 +1,4 @@
-"""worker/training/queued_optimizer.py: bitsandbytes' updates queued without synchronizes."""
+"""worker/training/acceleration/queued_optimizer.py: bitsandbytes' updates queued without synchronizes."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import bitsandbytes as bnb
 import pytest
 import torch
 
-from worker.training import queued_optimizer
-from worker.training.queued_optimizer import queue_updates, updates_at_once
+from worker.training.acceleration import queued_optimizer
+from worker.training.acceleration.queued_optimizer import queue_updates, updates_at_once
 
 
 def adapters_like(seed: int = 0) -> list[torch.nn.Parameter]:

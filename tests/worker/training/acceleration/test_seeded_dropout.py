@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from worker.training.seeded_dropout import SeededDropout, keep_mask, use_seeded_dropout
+from worker.training.acceleration.seeded_dropout import SeededDropout, keep_mask, use_seeded_dropout
 
 
 def test_the_mask_is_a_function_of_seed_salt_and_position() -> None:

@@ -1,4 +1,4 @@
-"""worker/training/unread_metrics.py: trl's metrics and the token count, read at log steps only."""
+"""acceleration/unread_metrics.py: trl's metrics and the token count, read at log steps only."""
 
 from __future__ import annotations
 
@@ -6,7 +6,11 @@ import pytest
 import torch
 
 from tests.training_support import demo_sft_trainer, note_each_training_batch, rows_scored_by_trls_head
-from worker.training.unread_metrics import BatchFactsCollator, count_input_tokens, keep_metrics_on_device
+from worker.training.acceleration.unread_metrics import (
+    BatchFactsCollator,
+    count_input_tokens,
+    keep_metrics_on_device,
+)
 
 
 def _trainer(models_dir, tmp_path, name: str, **overrides):
@@ -133,7 +137,7 @@ def test_the_head_scores_every_position_with_trls_values(tiny_llama_dir, monkeyp
     from transformers import LlamaForCausalLM
 
     from tests.tiny_llama import VOCAB
-    from worker.training.unread_metrics import every_position_scored
+    from worker.training.acceleration.unread_metrics import every_position_scored
 
     model = LlamaForCausalLM.from_pretrained(tiny_llama_dir)
     trl_utils.add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))

@@ -41,8 +41,8 @@ from typing import Any
 
 import torch
 
-from worker.training.class_swap import cached_subclass
-from worker.training.padding_mask import causal_attention_for_right_padding, is_right_padded
+from worker.training.acceleration.class_swap import cached_subclass
+from worker.training.acceleration.padding_mask import causal_attention_for_right_padding, is_right_padded
 
 
 def takes_plain_loss(trainer: Any) -> bool:

@@ -22,15 +22,19 @@ partitioner ("Node ... was invalid, but is output"); CUDA graphs over these laye
 crash in their first backward with symbolic lengths, a plain bf16 Llama's too (torch
 2.11; with static shapes they run: bench/cuda_graph_bisect.py and its results in RESULTS.md).
 With dequantize_in_graph the forward and the recompute dequantize the 4-bit weights in
-the graph itself (graph_dequantization.py).
+the graph itself (dequant.py).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from worker.training.class_swap import cached_subclass
+from worker.training.acceleration.class_swap import cached_subclass
+
+if TYPE_CHECKING:
+    from core.acceleration_plan import AccelerationPlan
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +86,9 @@ def compile_decoder_layers(
     caller must then make LoRA's dropout seeded once the adapters exist. The settings are
     process-wide; a training worker runs one training per process.
     dequantize_in_graph: the layers' bitsandbytes 4-bit weights are dequantized by torch
-    ops inside the graph (graph_dequantization.py) instead of bitsandbytes' custom ops.
+    ops inside the graph (dequant.py) instead of bitsandbytes' custom ops.
     dequantize_kernel: with dequantize_in_graph, by Loraboard's Triton kernel where it
-    applies (dequantization_kernel.py).
+    applies (dequant_kernel.py).
     cpp_wrapper: the generated code that runs each graph (allocations, kernel launches,
     the matmuls) is C++ instead of Python (Inductor's cpp_wrapper): less host time per
     layer call, for a C++ compile of each graph at the first steps.
@@ -114,7 +118,7 @@ def compile_decoder_layers(
         if recompute:
             recompute_in_compiled_graph(layer)
         if dequantize_in_graph:
-            from worker.training.graph_dequantization import dequantize_in_graph as use_torch_ops
+            from worker.training.acceleration.dequant import dequantize_in_graph as use_torch_ops
 
             use_torch_ops(layer, kernel=dequantize_kernel)
         layer.compile(dynamic=True)
@@ -151,3 +155,74 @@ def _has_random_ops(model: Any) -> bool:
         if isinstance(value, (int, float)) and value > 0:
             return True
     return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
+
+
+# What a run trains again without, after its compile failed, and how the log says it.
+RETRY_WITHOUT = {
+    "cpp-wrapper": "with Python wrappers instead of C++ ones",
+    "compile": "without torch.compile",
+}
+
+
+def retry_without(
+    error: BaseException, acceleration: AccelerationPlan, *, logged: bool
+) -> tuple[str, str] | None:
+    """After trainer.train() raised `error`: the feature to train again without and a line
+    for the run's log, or None to let the error stand.
+
+    Compilation is lazy: it fails in the first steps, on a model or a kernel the compiled
+    layers were not tried on (Triton's compiler failed on a float32 layer with dropout).
+    Nothing is logged yet, so the run starts again instead of failing; after a log it fails
+    as it is. C++ wrappers need g++ and Python's headers on the worker: a failure with them
+    on drops them first and keeps the compiled layers; any other drops the compiling.
+    The caller drops its trainer and model, then forget_compiled_layers(), before retrying.
+    """
+    import torch
+
+    if not isinstance(error, torch._dynamo.exc.TorchDynamoException):
+        return None
+    if not acceleration.compile_layers or logged:
+        return None
+    feature = "cpp-wrapper" if acceleration.cpp_wrapper else "compile"
+    reason = failure_reason(error)
+    return feature, f"compiling the decoder layers failed ({reason}); training again {RETRY_WITHOUT[feature]}"
+
+
+def failure_reason(error: BaseException) -> str:
+    """One line for the run's events: the backend's own error, not Dynamo's wrapper."""
+    inner = getattr(error, "inner_exception", None) or error.__cause__ or error
+    lines = [line.strip() for line in str(inner).splitlines() if line.strip()]
+    return f"{type(inner).__name__}: {lines[-1] if lines else ''}"[:300]
+
+
+def forget_compiled_layers() -> None:
+    """Drop the compiled graphs and free their GPU memory (process-wide settings reset too)."""
+    import gc
+
+    import torch
+    import torch._inductor.config
+
+    torch._dynamo.reset()
+    torch._inductor.config.cpp_wrapper = False  # the retry's plan sets its own
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def keep_compile_caches_in(directory: Path) -> None:
+    """Point torch.compile's on-disk caches at `directory` (before anything compiles), unless
+    the environment already names them (the Dockerfile does, on the data volume).
+
+    With Inductor's FX graph cache and AOTAutograd's cache on, a second run of the same model
+    shape, in any worker process that shares the directory, loads the compiled forward and
+    backward instead of generating and compiling them again; Triton's cache keeps the kernels.
+    """
+    import os
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(directory / "torchinductor"))
+    os.environ.setdefault("TRITON_CACHE_DIR", str(directory / "triton"))
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+
+    inductor_config.fx_graph_cache = True
+    functorch_config.enable_autograd_cache = True

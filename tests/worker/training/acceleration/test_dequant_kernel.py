@@ -1,4 +1,4 @@
-"""worker/training/dequantization_kernel.py on CPU, under Triton's interpreter: the values of
+"""worker/training/acceleration/dequant_kernel.py on CPU, under Triton's interpreter: the values of
 graph_dequantization's torch ops and of bitsandbytes, bit for bit (tests/gpu checks the
 same against bitsandbytes' CUDA kernel, compiled too)."""
 
@@ -31,8 +31,8 @@ CHECK = textwrap.dedent(
     import json, sys
     import torch
     import bitsandbytes.functional as bnb_functional
-    from worker.training.dequantization_kernel import dequantize
-    from worker.training.graph_dequantization import dequantize_4bit
+    from worker.training.acceleration.dequant_kernel import dequantize
+    from worker.training.acceleration.dequant import dequantize_4bit
 
     generator = torch.Generator().manual_seed(0)
     for quant_type, blocksize, shape in json.loads(sys.argv[1]):
@@ -67,7 +67,7 @@ def test_the_kernel_gives_the_torch_ops_values_bit_for_bit() -> None:
 
 
 def test_an_odd_blocksize_is_refused() -> None:
-    from worker.training.dequantization_kernel import dequantize
+    from worker.training.acceleration.dequant_kernel import dequantize
 
     packed = torch.zeros(8, dtype=torch.uint8)
     with pytest.raises(ValueError, match="odd"):
@@ -80,7 +80,7 @@ def test_off_cuda_the_kernel_flag_leaves_the_torch_ops_in_place() -> None:
     pytest.importorskip("triton")
     import bitsandbytes as bnb
 
-    from worker.training.graph_dequantization import dequantize_in_graph
+    from worker.training.acceleration.dequant import dequantize_in_graph
 
     torch.manual_seed(0)
     layer = bnb.nn.Linear4bit(64, 32, bias=False, compute_dtype=torch.bfloat16, quant_type="nf4")

@@ -1,4 +1,4 @@
-"""4-bit weights dequantized by torch ops (worker/training/graph_dequantization.py), on CPU.
+"""4-bit weights dequantized by torch ops (worker/training/acceleration/dequant.py), on CPU.
 
 Bit-identical to bitsandbytes' own dequantization for every quant type, nested or not,
 in every compute dtype; inside the compiled layers the same loss and gradients as the
@@ -16,7 +16,7 @@ from tests.compiled_layers_support import (
     loss_and_gradients,
     saved_activation_bytes,
 )
-from worker.training.graph_dequantization import dequantize_4bit
+from worker.training.acceleration.dequant import dequantize_4bit
 
 
 @pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
@@ -59,7 +59,7 @@ def test_inside_the_compiled_layers_they_train_what_bitsandbytes_ops_train(
 ) -> None:
     from torch._dynamo.utils import counters
 
-    from worker.training.graph_dequantization import linear_4bit_in_torch_ops
+    from worker.training.acceleration.dequant import linear_4bit_in_torch_ops
 
     counters.clear()
     eager = lora_model(tiny_llama_dir, compiled=False)

@@ -1,6 +1,6 @@
 """bitsandbytes' 4-bit weights dequantized by torch ops, so that Inductor compiles them.
 
-Inside the compiled decoder layers (compiled_layers.py) every 4-bit matmul went through
+Inside the compiled decoder layers (compile.py) every 4-bit matmul went through
 bitsandbytes' Python-level custom ops, one host-side dispatch per matmul (640 a step on the
 7B workload), time that the CPU, not the GPU, sets (docs/performance.md). Written in torch
 ops, every dequantization (the forward's, the recompute's and the input gradient's) becomes
@@ -11,7 +11,7 @@ first), each code indexes the 16-entry table of the quant type (NF4 or FP4), and
 float32 product with the block's absmax is rounded once to the compute dtype. With
 nested quantization the absmax values are themselves 8-bit codes with float32 scales
 per block of blocksize2 plus an offset. Bit-identical to bitsandbytes on CPU
-(tests/worker/training/acceleration/test_graph_dequantization.py); tests/gpu/test_compiled_layers_on_cuda.py
+(tests/worker/training/acceleration/test_dequant.py); tests/gpu/test_compiled_layers_on_cuda.py
 checks the same against its CUDA kernel, eagerly and compiled to Triton.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from worker.training.class_swap import cached_subclass
+from worker.training.acceleration.class_swap import cached_subclass
 
 
 def dequantize_4bit(packed: torch.Tensor, quant_state: Any, dtype: torch.dtype) -> torch.Tensor:
@@ -64,10 +64,10 @@ def _dequantize(
     shape, blocksize, blocksize2, dtype, kernel = layout
     numel = shape.numel()
     if kernel and absmax2 is None and dtype == torch.bfloat16 and packed.is_cuda:
-        from worker.training import dequantization_kernel
+        from worker.training.acceleration import dequant_kernel
 
         # The same values from one hand-written kernel; `after` is one of its inputs.
-        return dequantization_kernel.dequantize(packed, absmax, code, numel, blocksize, after).reshape(shape)
+        return dequant_kernel.dequantize(packed, absmax, code, numel, blocksize, after).reshape(shape)
     codes = packed.reshape(-1).view(torch.uint8)
     positions = torch.arange(numel, device=packed.device)
     # Position i's code is the high nibble of byte i // 2 when i is even, else the low one.
@@ -144,15 +144,15 @@ def dequantize_in_graph(model: Any, *, kernel: bool = False) -> int:
 
     Returns how many. Meant for the compiled layers: eagerly, bitsandbytes' own CUDA
     kernel is as fast and launches fewer kernels. kernel: on CUDA, bfloat16 and without
-    nested quantization, Loraboard's Triton kernel (dequantization_kernel.py) instead of
+    nested quantization, Loraboard's Triton kernel (dequant_kernel.py) instead of
     the torch ops, which Inductor compiles to a kernel about half as fast.
     """
     import bitsandbytes as bnb
 
     if kernel:
-        from worker.training import dequantization_kernel
+        from worker.training.acceleration import dequant_kernel
 
-        dequantization_kernel.register()  # before torch.compile traces a call of it
+        dequant_kernel.register()  # before torch.compile traces a call of it
     changed = 0
     for module in model.modules():
         if not isinstance(module, bnb.nn.Linear4bit):

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEMO_MODEL_ID = "demo-tiny-llama"
-SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the built-in real model (app/model_catalog.py)
+SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the built-in real model (core/model_catalog.py)
 DEMO_DATASET_ID = "demo-antonyms"
 
 GROUPS = {

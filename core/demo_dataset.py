@@ -12,7 +12,7 @@ word's answer were seen in training (under other combinations).
 
 Regenerate the committed files with:
 
-    python -m worker.training.demo_dataset            # writes data/demo/*.jsonl
+    python -m core.demo_dataset            # writes data/demo/*.jsonl
 
 The output is byte-identical on every run (fixed seed, sorted keys, no timestamps).
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 SEED = 1234
 TRAIN_TEMPLATES_PER_WORD = 6
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_DATA_DIR = REPO_ROOT / "data" / "demo"
 SPLIT_FILES = {"train": "antonyms-train.jsonl", "heldout": "antonyms-heldout.jsonl"}
 

@@ -11,11 +11,11 @@ import pytest
 from sqlmodel import Session
 
 from app.db import get_engine
+from app.lifecycle.orphans import recover_orphans
 from app.migrate import upgrade
 from app.models import Run, RunStatus, utcnow
-from app.run_config import preset_config
 from app.services import runs
-from app.services.orphans import recover_orphans
+from core.run_config import preset_config
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,7 @@
 compiled layers as the torch op `loraboard::dequantize_4bit`.
 
 Why: the compiled layers dequantize 640 weights a step on the 7B workload. Inductor's
-kernel for graph_dequantization's torch ops ran at about half the bandwidth of bitsandbytes'
+kernel for dequant.py's torch ops ran at about half the bandwidth of bitsandbytes'
 CUDA kernel (bench/dequant_speed.py, docs/performance.md), but
 bitsandbytes' op costs 30-50 us of host time a call (Python dispatch). A
 torch.library.triton_op is traced by torch.compile down to its Triton kernel, which
@@ -11,7 +11,7 @@ Inductor's generated code then launches like one of its own.
 One program per BYTES packed bytes: each byte is loaded once and gives its two 4-bit codes
 (high nibble first), both looked up in the quant type's 16-entry table, multiplied by their
 block's absmax in float32 and rounded once to bfloat16, then stored as a pair. The
-arithmetic of bitsandbytes and of graph_dequantization, bit for bit. bfloat16 only (the
+arithmetic of bitsandbytes and of the "dequant" feature (dequant.py), bit for bit. bfloat16 only (the
 compiled layers are for bfloat16 models); nested quantization (8-bit absmax) and other
 dtypes are left to the torch ops.
 
@@ -36,7 +36,7 @@ def register() -> None:
     """Define the kernel and register its torch op, once (triton is imported only here).
 
     Call it before torch.compile traces a dequantize() call: Dynamo traces the op, not
-    its definition (graph_dequantization.dequantize_in_graph does).
+    its definition (dequant.dequantize_in_graph does).
     """
     import triton
     import triton.language as tl

@@ -26,7 +26,7 @@ from typing import Any, cast
 
 import torch
 
-from worker.training.class_swap import cached_subclass
+from worker.training.acceleration.class_swap import cached_subclass
 
 
 def step_without_waiting(self: Any, closure: Any = None) -> Any:

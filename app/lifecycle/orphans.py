@@ -1,4 +1,5 @@
-"""Runs whose worker vanished: detected from their heartbeat and re-queued (DESIGN 5).
+"""Runs whose worker vanished: detected from their heartbeat and re-queued
+(docs/architecture.md, convention 5).
 
 A run resumes from its last checkpoint (the task passes resume_from_checkpoint when
 checkpoints exist), so a crash costs at most save_steps steps. A run that was being
@@ -12,8 +13,8 @@ import logging
 from sqlmodel import Session
 
 from app.config import get_settings
+from app.lifecycle import run_states
 from app.models import RunStatus
-from app.services import runs
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +25,13 @@ def recover_orphans(session: Session, stale_after_s: float, worker: str | None =
         f"Worker {worker} restarted" if worker else f"No heartbeat for {stale_after_s:.0f} s: worker lost"
     )
     max_attempts = get_settings().max_run_attempts
-    for run in runs.find_stale_runs(session, stale_after_s, worker=worker):
+    for run in run_states.find_stale_runs(session, stale_after_s, worker=worker):
         if run.status in (RunStatus.cancelling, RunStatus.pausing):
-            runs.mark_stopped(session, run.id, run.current_step)
+            run_states.mark_stopped(session, run.id, run.current_step)
         elif run.attempts >= max_attempts:
             # A run that kills its worker every time (out of host memory, a crash in a kernel)
             # would otherwise be re-queued forever.
-            runs.mark_failed(
+            run_states.mark_failed(
                 session,
                 run.id,
                 f"The worker was lost {run.attempts} times while training this job; it is not "
@@ -38,9 +39,9 @@ def recover_orphans(session: Session, stale_after_s: float, worker: str | None =
                 code="worker_lost",
             )
             log.warning("gave up on run %s after %d attempts", run.id, run.attempts)
-        elif runs.requeue_orphan(session, run.id, reason):
+        elif run_states.requeue_orphan(session, run.id, reason):
             session.refresh(run)
-            runs.enqueue_run(session, run)
+            run_states.enqueue_run(session, run)
             recovered.append(run.id)
             log.warning("re-queued orphaned run %s (%s)", run.id, reason)
     return recovered
