@@ -67,12 +67,16 @@ def test_bad_input_gets_the_documented_400(client: TestClient) -> None:
 
 
 def test_a_route_without_declared_errors_gets_the_400_too() -> None:
-    from fastapi import FastAPI
+    from fastapi import FastAPI, Request
+    from fastapi.responses import PlainTextResponse
 
     from app.errors import install_error_handlers
 
+    def error_page(_request: Request, status_code: int, message: str) -> PlainTextResponse:
+        return PlainTextResponse(message, status_code=status_code)  # no browser asks here
+
     bare = FastAPI()
-    install_error_handlers(bare)
+    install_error_handlers(bare, error_page)
 
     @bare.get("/v1/things")
     def things(limit: int) -> dict[str, int]:
