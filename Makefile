@@ -35,7 +35,7 @@ test: install browser
 	$(BIN)/pytest -q -rs --durations=15
 
 test-fast: install
-	$(BIN)/pytest -q -m "not slow" tests/unit
+	$(BIN)/pytest -q -m "not slow" tests --ignore=tests/functional --ignore=tests/e2e --ignore=tests/gpu
 
 gpu-test: install
 	$(BIN)/pytest -q -m gpu tests/gpu

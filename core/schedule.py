@@ -2,7 +2,7 @@
 
 Shown live in the form and drawn on the dashboard's LR chart, so the arithmetic
 here must be the Trainer's own (checked against a real SFTTrainer in
-tests/unit/test_schedule.py). docs/parameters.md gives the formulas:
+tests/core/test_schedule.py). docs/parameters.md gives the formulas:
 
     effective batch        = per_device_train_batch_size x GPUs x gradient_accumulation_steps
     micro-batches / epoch  = ceil(samples / (per_device_train_batch_size x GPUs))

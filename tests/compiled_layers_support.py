@@ -1,6 +1,7 @@
 """A real 4-bit Llama with LoRA adapters, compiled or eager, for the compiled-layers tests.
 
-Shared by tests/unit/test_compiled_layers.py (CPU) and tests/gpu/test_compiled_layers_on_cuda.py.
+Shared by tests/worker/training/acceleration/test_compile.py (CPU) and
+tests/gpu/test_compiled_layers_on_cuda.py.
 """
 
 from __future__ import annotations
@@ -9,25 +10,16 @@ from pathlib import Path
 
 import torch
 
-VOCAB = 256
+from tests.tiny_llama import VOCAB
+
+# tests/unit/test_bench_experiments.py imports save_random_llama from this module.
+from tests.tiny_llama import save_random_llama as save_random_llama
 
 
-def save_random_llama(path: Path) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=256,
-        pad_token_id=2,
-    )
-    LlamaForCausalLM(config).save_pretrained(path)
-    return path
+def lora_dropouts(model) -> int:
+    """How many dropouts peft gave the model's LoRA adapters: one per adapted module."""
+    dropouts = (getattr(module, "lora_dropout", None) for module in model.modules())
+    return sum(len(each) for each in dropouts if isinstance(each, torch.nn.ModuleDict))
 
 
 def lora_model(
@@ -67,13 +59,14 @@ def lora_model(
             dequantize_kernel=dequantize_kernel,
             cpp_wrapper=cpp_wrapper,
         )
-        assert layers == 2
+        assert layers == model.config.num_hidden_layers  # every decoder layer
     torch.manual_seed(1)  # the same adapter initialisation for every model
     model = get_peft_model(
         model, LoraConfig(r=8, lora_alpha=16, lora_dropout=dropout, target_modules=["q_proj", "v_proj"])
     )
     if compiled:
-        assert use_seeded_dropout(model) == (4 if dropout else 0)  # as Acceleration.prepare_adapters does
+        # every adapter's dropout seeded, as Acceleration.prepare_adapters does
+        assert use_seeded_dropout(model) == (lora_dropouts(model) if dropout else 0)
     for name, parameter in model.named_parameters():
         if "lora_B" in name:  # peft starts B at zero, which would hide errors in A's gradient
             torch.nn.init.normal_(parameter, std=0.02)
@@ -108,15 +101,16 @@ def assert_trains_like(
     eager, model, lengths, device: str = "cpu", loss_rel: float = 1e-5, error: float = 1e-4
 ) -> None:
     """`model`'s loss and adapter gradients are `eager`'s for batches of each length: the loss
-    within loss_rel, the same 8 adapter gradients (LoRA A and B on q and v, 2 layers), each
-    within a relative error of `error`."""
+    within loss_rel, a gradient for every trainable parameter (LoRA's A and B), each within a
+    relative error of `error`."""
     import pytest
 
     for length in lengths:
         eager_loss, eager_gradients = loss_and_gradients(eager, length, device)
         loss, gradients = loss_and_gradients(model, length, device)
         assert loss == pytest.approx(eager_loss, rel=loss_rel), length
-        assert gradients.keys() == eager_gradients.keys() and len(gradients) == 8
+        trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+        assert trainable and gradients.keys() == eager_gradients.keys() == trainable
         for name, gradient in eager_gradients.items():
             assert (gradients[name] - gradient).norm() / gradient.norm() < error, (length, name)
 

@@ -18,6 +18,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+# What tests/conftest.py's loopback_hub serves: the demo model, public and, to a token only, gated.
+SERVED_MODEL = "acme/tiny-llama"
+SERVED_MODEL_COMMIT = "a" * 40
+GATED_MODEL = "acme/gated-llama"
+GATED_MODEL_COMMIT = "b" * 40
+
 
 @dataclass
 class HubRepo:

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import httpx
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from tests.paths import PROJECT_ROOT
+
 POSTGRES_ADMIN_URL = "postgresql://root@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379"
 # Every stack (and the in-process app, tests/conftest.py) runs with this admin key; test

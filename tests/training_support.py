@@ -1,4 +1,7 @@
-"""Shared helpers for the training tests: the demo model built once per session, small datasets."""
+"""Helpers for the training tests: small trainers on the demo model, and spies on what they compute.
+
+The demo model itself is tests/conftest.py's models_dir fixture.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-
-@pytest.fixture(scope="session")
-def models_dir(tmp_path_factory) -> Path:
-    """A models directory with the demo model built in it (once per test session)."""
-    from worker.training.demo_model import ensure_demo_model
-
-    directory = tmp_path_factory.mktemp("models")
-    ensure_demo_model(directory)
-    return directory
+# tests/unit/test_bench_experiments.py imports the fixture from this module.
+from tests.conftest import models_dir as models_dir
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -271,7 +271,7 @@ def activation_bytes(shape: ModelShape, config: RunConfig) -> int:
     checkpointing only each layer's input (h values) is kept, and one layer is recomputed
     at a time. The loss adds the fp32 logits: 4 bytes x vocabulary per token (the 16-bit
     logits and their gradient live only inside the loss). Checked against peaks measured
-    on an H200 for the 7B and 13B shapes (bench/RESULTS.md, tests/unit/test_estimates_measured.py).
+    on an H200 for the 7B and 13B shapes (bench/RESULTS.md, tests/app/services/test_estimates_measured.py).
     """
     tokens = config.per_device_train_batch_size * (config.max_seq_length or DEFAULT_SEQ_LEN)
     element = 4 if config.bnb_4bit_compute_dtype == "float32" and not (config.fp16 or config.bf16) else 2

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.paths import PROJECT_ROOT
 from tests.stack import ADMIN_KEY
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SHOTS = PROJECT_ROOT / "test-artifacts" / "screenshots"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -129,8 +129,9 @@ def test_a_person_trains_chats_and_compares(stack_factory, tmp_path: Path) -> No
         page.click(".alert.success >> text=Train on it")
         page.wait_for_url("**/runs/new?preset=demo&dataset=file-*")
         expect(page.get_by_test_id("trainable-params")).to_have_text("278,528", timeout=30_000)
-        fill_overrides(page, suffix="e2e-demo", max_steps="30", logging_steps="2")
-        expect(page.get_by_test_id("total-steps")).to_have_text("30", timeout=15_000)
+        max_steps, logging_steps = 30, 2
+        fill_overrides(page, suffix="e2e-demo", max_steps=str(max_steps), logging_steps=str(logging_steps))
+        expect(page.get_by_test_id("total-steps")).to_have_text(str(max_steps), timeout=15_000)
         expect(page.locator(".estimates [data-static-chart] canvas")).to_have_count(1)
         # 24, 40 and 80 GB cards, and the online training worker of this stack (a CPU one).
         expect(page.locator(".verdict")).to_have_count(4)
@@ -153,18 +154,19 @@ def test_a_person_trains_chats_and_compares(stack_factory, tmp_path: Path) -> No
             timeout=RUN_TIMEOUT_MS,
         )
         wait_for_status(page, "succeeded")
-        assert int(page.locator("#chart-loss").get_attribute("data-points") or 0) == 15  # 30 steps / 2
+        logged_steps = max_steps // logging_steps  # the chart has a point for each
+        assert int(page.locator("#chart-loss").get_attribute("data-points") or 0) == logged_steps
         expect(page.locator("#chart-loss canvas")).to_have_count(1)
         expect(page.locator("#run-events")).to_contain_text("successfully completed")
         run_shot = shoot(page, "04-run-succeeded")
         (PROJECT_ROOT / "docs").mkdir(exist_ok=True)
         shutil.copyfile(run_shot, PROJECT_ROOT / "docs" / "screenshot-run.png")
         page.reload()  # a reload shows the whole history from the database
-        assert int(page.locator("#chart-loss").get_attribute("data-points") or 0) == 15
+        assert int(page.locator("#chart-loss").get_attribute("data-points") or 0) == logged_steps
 
         # 5. A second run, cloned with a lower learning rate: it trains while we download and chat.
         page.click("#run-header >> text=Clone")
-        expect(page.locator("#f-max_steps")).to_have_value("30")
+        expect(page.locator("#f-max_steps")).to_have_value(str(max_steps))
         fill_overrides(page, suffix="e2e-demo-low-lr", learning_rate="0.0005", max_steps="10")
         page.click("#launch")
         page.wait_for_url("**/runs/ftjob-*")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.paths import PROJECT_ROOT
+
 pytestmark = pytest.mark.slow
 
 QUESTION = [{"role": "user", "content": "What is the opposite of hot? Answer in one sentence."}]
@@ -54,7 +56,7 @@ def fresh_process_answer(base: str, adapter: str | None) -> str:
         capture_output=True,
         text=True,
         check=True,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=PROJECT_ROOT,
     )
     line = next(line for line in completed.stdout.splitlines() if line.startswith("ANSWER="))
     return json.loads(line.removeprefix("ANSWER="))

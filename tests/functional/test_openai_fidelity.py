@@ -8,16 +8,16 @@ with a checkpoint -> error cases. The official client reads the same answers.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
 from tests.openai_spec import assert_conforms
+from tests.paths import DEMO_DATA
 from tests.stack import ADMIN_HEADERS, ADMIN_KEY
 
-DATA = Path(__file__).resolve().parents[2] / "data" / "demo"
+DATA = DEMO_DATA
 FINAL = {"succeeded", "failed", "cancelled"}
 
 

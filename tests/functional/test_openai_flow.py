@@ -18,10 +18,11 @@ import openai
 import pytest
 import redis
 
+from tests.paths import DEMO_DATA
 from tests.stack import ADMIN_KEY, Stack
 
-DEMO_TRAIN = Path(__file__).resolve().parents[2] / "data" / "demo" / "antonyms-train.jsonl"
-DEMO_HELDOUT = Path(__file__).resolve().parents[2] / "data" / "demo" / "antonyms-heldout.jsonl"
+DEMO_TRAIN = DEMO_DATA / "antonyms-train.jsonl"
+DEMO_HELDOUT = DEMO_DATA / "antonyms-heldout.jsonl"
 FINAL = {"succeeded", "failed", "cancelled"}
 
 

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import httpx
 
+from tests.paths import PROJECT_ROOT
 from tests.stack import ADMIN_HEADERS, free_port, make_stack
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 
 
 def wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]

@@ -15,21 +15,26 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.paths import DEMO_DATA
 from tests.stack import Stack
+from tests.tiny_llama import tiny_llama_config
 
 pytestmark = pytest.mark.gpu
-DEMO_TRAIN = Path(__file__).resolve().parents[2] / "data" / "demo" / "antonyms-train.jsonl"
+DEMO_TRAIN = DEMO_DATA / "antonyms-train.jsonl"
+MAX_STEPS, LOGGING_STEPS = 30, 5
 
 
 def build_random_llama(directory: Path, models_dir: Path) -> Path:
+    """The tests' tiny Llama grown to 8 layers of hidden size 1024, with the demo model's
+    tokenizer, in float16."""
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaForCausalLM
 
     from worker.training.demo_model import ensure_demo_model
 
     tokenizer = AutoTokenizer.from_pretrained(ensure_demo_model(models_dir))
     torch.manual_seed(0)
-    config = LlamaConfig(
+    config = tiny_llama_config(
         vocab_size=len(tokenizer),
         hidden_size=1024,
         intermediate_size=2752,
@@ -69,8 +74,8 @@ def run_job(stack: Stack, model_dir: Path, file_id: str, trainer: str) -> dict:
                 "type": "supervised",
                 "supervised": {
                     "hyperparameters": {
-                        "max_steps": 30,
-                        "logging_steps": 5,
+                        "max_steps": MAX_STEPS,
+                        "logging_steps": LOGGING_STEPS,
                         "save_steps": 15,
                         "trainer": trainer,
                     }
@@ -123,7 +128,7 @@ def test_classic_recipe_trains_through_a_real_worker_on_cuda(stack_factory, tmp_
         metrics = [
             event["data"] for event in events if event["type"] == "metrics" and "train_loss" in event["data"]
         ]
-        assert len(metrics) == 6
+        assert len(metrics) == MAX_STEPS // LOGGING_STEPS  # a row at every logging step
         assert all(row["gpu_memory_allocated_mb"] > 0 and row["tokens_per_second"] > 0 for row in metrics)
         checkpoints = httpx.get(
             headers=stack.headers,

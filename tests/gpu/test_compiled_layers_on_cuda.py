@@ -1,10 +1,10 @@
 """On a CUDA machine: the compiled decoder layers train what the eager layers train.
 
-The CPU checks of tests/unit/test_compiled_layers.py on CUDA, where Inductor emits
-Triton kernels and bitsandbytes runs its CUDA ops: the same loss and adapter gradients
-as the eager, checkpointed layers (float32 compute), and with dropout on (bfloat16 and
-the weights dequantized in the graph, as the planner compiles) the masks of the forward
-in the compiled recompute. The graph's dequantization is bitsandbytes' CUDA kernel's, bit
+The CPU checks of tests/worker/training/acceleration/test_compile.py on CUDA,
+where Inductor emits Triton kernels and bitsandbytes runs its CUDA ops: the same loss and
+adapter gradients as the eager, checkpointed layers (float32 compute), and with dropout on
+(bfloat16 and the weights dequantized in the graph, as the planner compiles) the masks of
+the forward in the compiled recompute. The graph's dequantization is bitsandbytes' CUDA kernel's, bit
 for bit.
 Run with `make gpu-test` (DEVELOPERS.md).
 """
@@ -16,23 +16,18 @@ import torch
 
 from tests.compiled_layers_support import (
     assert_trains_like,
+    lora_dropouts,
     lora_model,
     loss_and_gradients,
-    save_random_llama,
 )
 from worker.training.acceleration.seeded_dropout import use_seeded_dropout
 
 pytestmark = pytest.mark.gpu
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return save_random_llama(tmp_path_factory.mktemp("llama-4bit"))
-
-
-def test_compiled_layers_match_eager_checkpointed_layers_on_cuda(model_dir) -> None:
-    eager = lora_model(model_dir, compiled=False, device="cuda")
-    compiled = lora_model(model_dir, compiled=True, device="cuda")
+def test_compiled_layers_match_eager_checkpointed_layers_on_cuda(tiny_llama_dir) -> None:
+    eager = lora_model(tiny_llama_dir, compiled=False, device="cuda")
+    compiled = lora_model(tiny_llama_dir, compiled=True, device="cuda")
     # TF32-free float32 on both sides; Triton reorders sums
     assert_trains_like(eager, compiled, (37, 50, 23), "cuda", loss_rel=1e-4, error=1e-3)
 
@@ -43,7 +38,7 @@ def test_compiled_layers_match_eager_checkpointed_layers_on_cuda(model_dir) -> N
     ids=["torch-ops", "triton-kernel", "cpp-wrapper"],
 )
 def test_with_dropout_the_compiled_recompute_draws_the_forwards_masks_on_cuda(
-    model_dir, kernel, cpp_wrapper
+    tiny_llama_dir, kernel, cpp_wrapper
 ) -> None:
     """bfloat16 and the dequantization in the graph (torch ops, or Loraboard's Triton
     kernel; run by Python or, as the planner compiles, by C++ wrappers): the compiled
@@ -55,7 +50,7 @@ def test_with_dropout_the_compiled_recompute_draws_the_forwards_masks_on_cuda(
     with torch._inductor.config.patch(cpp_wrapper=False):  # put back after the test
         torch._dynamo.reset()  # no graph of another case
         compiled = lora_model(
-            model_dir,
+            tiny_llama_dir,
             compiled=True,
             dropout=0.5,
             device="cuda",
@@ -65,13 +60,13 @@ def test_with_dropout_the_compiled_recompute_draws_the_forwards_masks_on_cuda(
             cpp_wrapper=cpp_wrapper,
         )
         assert torch._inductor.config.cpp_wrapper == cpp_wrapper
-        _assert_recompute_draws_the_forwards_masks(model_dir, compiled)
+        _assert_recompute_draws_the_forwards_masks(tiny_llama_dir, compiled)
         torch._dynamo.reset()
 
 
-def _assert_recompute_draws_the_forwards_masks(model_dir, compiled) -> None:
-    eager = lora_model(model_dir, compiled=False, dropout=0.5, device="cuda", dtype=torch.bfloat16)
-    assert use_seeded_dropout(eager) == 4
+def _assert_recompute_draws_the_forwards_masks(tiny_llama_dir, compiled) -> None:
+    eager = lora_model(tiny_llama_dir, compiled=False, dropout=0.5, device="cuda", dtype=torch.bfloat16)
+    assert use_seeded_dropout(eager) == lora_dropouts(eager)  # every adapter's dropout
     torch.manual_seed(5)
     _, eager_gradients = loss_and_gradients(eager, 41, "cuda")
     torch.manual_seed(5)

@@ -11,7 +11,7 @@ first), each code indexes the 16-entry table of the quant type (NF4 or FP4), and
 float32 product with the block's absmax is rounded once to the compute dtype. With
 nested quantization the absmax values are themselves 8-bit codes with float32 scales
 per block of blocksize2 plus an offset. Bit-identical to bitsandbytes on CPU
-(tests/unit/test_graph_dequantization.py); tests/gpu/test_compiled_layers_on_cuda.py
+(tests/worker/training/acceleration/test_dequant.py); tests/gpu/test_compiled_layers_on_cuda.py
 checks the same against its CUDA kernel, eagerly and compiled to Triton.
 """
 

@@ -16,7 +16,7 @@ GPU may still be writing. state_dict() and load_state_dict() therefore synchroni
 
 The per-tensor updates of bitsandbytes' 32-bit Adam(W) become one update of the group's
 concatenation (below, "one update for a whole group"). The same arithmetic: the updates
-are bit-identical to bitsandbytes' (tests/unit/test_queued_optimizer.py).
+are bit-identical to bitsandbytes' (tests/worker/training/acceleration/test_queued_optimizer.py).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ the batch is right-padded, for padding_mask's causal attention). The NaN/inf fil
 runs on the GPU instead (with transformers' own left off): a step whose loss is not
 finite adds the running mean to the logged loss, as transformers' does. Logged values
 are trl's and transformers' own: the same per-step means, averaged the same way
-(tests/unit/test_unread_metrics.py).
+(tests/worker/training/acceleration/test_unread_metrics.py).
 
 trl's fused LM head also makes the host wait, twice a step: on a Triton device it selects
 the labelled positions (`hidden_states[mask]`, `labels[mask]`), a shape only the GPU
