@@ -12,9 +12,6 @@ import torch
 
 from tests.tiny_llama import VOCAB
 
-# tests/unit/test_bench_experiments.py imports save_random_llama from this module.
-from tests.tiny_llama import save_random_llama as save_random_llama
-
 
 def lora_dropouts(model) -> int:
     """How many dropouts peft gave the model's LoRA adapters: one per adapted module."""

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 # tests/unit/test_bench_experiments.py imports the fixture from this module.
-from tests.conftest import models_dir as models_dir
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
