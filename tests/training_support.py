@@ -9,8 +9,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-# tests/unit/test_bench_experiments.py imports the fixture from this module.
-
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
