@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from core.acceleration_plan import AccelerationPlan
     from core.run_config import RunConfig
 
 CPU_OPTIMIZER = "adamw_torch"
@@ -91,7 +92,7 @@ def map_arguments(
     checkpoints_dir: Path,
     *,
     has_eval: bool = False,
-    acceleration: Any = None,
+    acceleration: AccelerationPlan | None = None,
 ) -> MappedArguments:
     """Map a run config onto the installed libraries for this device (see the module docstring)."""
     events: list[tuple[str, str, dict[str, Any]]] = []

@@ -3,8 +3,8 @@
 On a CPU with AVX512-BF16, bitsandbytes (0.50) repacks a Linear4bit's weight the
 first time the layer runs in eval mode without gradients: the 4-bit codes are
 regrouped for its fused kernel and the per-block scales (absmax) are transposed
-to (K / blocksize, N) and cast to bfloat16. Generation is about 2.8x faster that
-way (SmolLM2-135M, 2 cores: 26.5 against 9.4 tokens/s), so chat keeps it, but:
+to (K / blocksize, N) and cast to bfloat16. Generation is several times faster that
+way (docs/performance.md, "CPU generation"), so chat keeps it, but:
 
 - training must never run on it: the fused matmul has no backward, so the
   gradient would stop at the frozen base (keep_trainable_layout);

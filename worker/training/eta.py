@@ -3,7 +3,7 @@
 Why not "mean time per step x steps left": with group_by_length (the recipe's
 default) the Trainer puts the longest batches first and sorts each megabatch of
 50 batches longest-first, so the first 20 steps are the slowest of the run: that
-estimate came out 19-32% long on a 7B epoch (bench/RESULTS.md). The first steps also
+estimate comes out far too long (docs/performance.md, "ETA"). The first steps also
 pay one-off costs (torch.compile, cuDNN plans, allocator warm-up).
 
 So a step's time is modelled as a fixed part plus a part per real token,

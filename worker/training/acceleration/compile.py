@@ -12,15 +12,15 @@ LoRA scaling) and replaces Python module calls with one generated launcher per g
   replaced by the compiled graph's own recomputation: the layer keeps only its
   inputs (activation memory budget 0) and recomputes the rest in its compiled
   backward. With transformers' checkpoint kept, the compiled forward ran twice a
-  step from eager code: 0.309 s a step against 0.248 s (H100, bench/RESULTS.md), at
-  the same peak memory. A random op would be recomputed with a new draw, so LoRA's
-  dropout becomes seeded_dropout.SeededDropout (Acceleration.prepare_adapters), and a
-  model with any other dropout keeps transformers' checkpoint.
+  step from eager code: slower at the same peak memory (docs/performance.md, "compile").
+  A random op would be recomputed with a new draw, so LoRA's dropout becomes
+  seeded_dropout.SeededDropout (Acceleration.prepare_adapters), and a model with any
+  other dropout keeps transformers' checkpoint.
 
 Tracing transformers' checkpoint into the graph instead fails in torch 2.11's
 partitioner ("Node ... was invalid, but is output"); CUDA graphs over these layers
 crash in their first backward with symbolic lengths, a plain bf16 Llama's too (torch
-2.11; with static shapes they run: bench/RESULTS.md, round 6).
+2.11; with static shapes they run: bench/RESULTS.md's history has the bisection).
 With dequantize_in_graph the forward and the recompute dequantize the 4-bit weights in
 the graph itself (dequant.py).
 """
@@ -129,14 +129,13 @@ def use_lean_generated_code() -> None:
     """Inductor settings for the compiled layers (process-wide, read when a graph compiles).
 
     - Pointwise kernels take Inductor's heuristic launch configuration instead of timing
-      the candidates at the first steps: measured no slower without the timing, and its
-      scratch buffers were the peak of the whole run (5.935 against 5.877
-      GiB on the 7B workload, over the classic recipe's 5.916; H200, bench/RESULTS.md).
+      the candidates at the first steps: no slower without the timing, and the timing's
+      scratch buffers were the peak of the whole run, above the classic recipe's.
     - The generated code skips its size, stride and alignment asserts on the inputs and
-      outputs of every call: Python work on every layer call of a host-bound forward (+2.0%
-      tokens/s over autotuning off alone, one run each in one call). They check what
-      Dynamo's guards (the forward's inputs) and AOTAutograd (the backward's) already
-      ensure.
+      outputs of every call: Python work on every layer call of a host-bound forward. They
+      check what Dynamo's guards (the forward's inputs) and AOTAutograd (the backward's)
+      already ensure.
+    The figures: docs/performance.md, "compile".
     """
     import torch._inductor.config as inductor_config
 

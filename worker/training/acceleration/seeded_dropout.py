@@ -3,8 +3,8 @@
 The compiled decoder layers (compile.py) keep no activations: their backward
 recomputes the forward. An ordinary dropout there would draw a second, different
 mask in the recompute, and the gradient would no longer be the derivative of the
-loss the forward computed (measured on CPU: 23% off along the gradient's direction;
-tests/worker/training/acceleration/test_compile.py). torch's philox functionalization fixes that on
+loss the forward computed (tests/worker/training/acceleration/test_compile.py shows the
+difference; docs/performance.md, "compile", has its size). torch's philox functionalization fixes that on
 CUDA only. Here the mask is a hash of the element's position, a per-module salt and
 a per-forward seed held in a tensor, so any recompute, on any device, sees the same
 mask, and the compiled graph holds no random op at all.

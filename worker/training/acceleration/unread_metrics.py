@@ -21,9 +21,9 @@ trl's fused LM head also makes the host wait, twice a step: on a Triton device i
 the labelled positions (`hidden_states[mask]`, `labels[mask]`), a shape only the GPU
 knows. Here it scores every position instead, as trl does on devices without Triton, and
 zeroes the ignored ones after (`every_position_scored`): the same log-probabilities, loss
-and gradients, for the few padded positions' LM head arithmetic (about 2% of a step's
-per-token work, on a few percent of its positions). Kept although its own gain was within
-the spread (docs/performance.md), because a step with no wait lets the host run ahead of
+and gradients, for the LM head arithmetic of the few padded positions, a small part of a
+step's per-token work. Kept although its own gain was within the spread
+(docs/performance.md, "async"), because a step with no wait lets the host run ahead of
 the GPU.
 
 Only the plain case is taken over: training mode, trl's default negative log-likelihood
