@@ -158,6 +158,11 @@ def test_a_person_trains_chats_and_compares(stack_factory, tmp_path: Path) -> No
         assert int(page.locator("#chart-loss").get_attribute("data-points") or 0) == logged_steps
         expect(page.locator("#chart-loss canvas")).to_have_count(1)
         expect(page.locator("#run-events")).to_contain_text("successfully completed")
+        # Where the time before the first step went, in the header the live stream swapped in.
+        expect(page.get_by_test_id("first-step")).to_contain_text("first step after")
+        expect(page.get_by_test_id("first-step")).to_contain_text("loading the model")
+        expect(page.get_by_test_id("run-phase")).to_have_count(0)  # finished: no phase is "now"
+        expect(page.locator("#run-events")).to_contain_text("loading the base model in 4 bit")
         run_shot = shoot(page, "04-run-succeeded")
         (PROJECT_ROOT / "docs").mkdir(exist_ok=True)
         shutil.copyfile(run_shot, PROJECT_ROOT / "docs" / "screenshot-run.png")
