@@ -25,6 +25,9 @@ GPU_PACKAGES = frozenset({"triton", "liger_kernel"})
 # whole run takes less. Hidden size 2048 and up: the 1B-parameter class and larger.
 COMPILE_MIN_HIDDEN_SIZE = 2048
 
+# Batch lengths the compiled layers see are multiples of this (see plan_acceleration).
+SEQUENCE_ALIGNMENT = 8
+
 # torch's fused AdamW: one multi-tensor kernel for every adapter tensor. Its state
 # has the parameters' dtype, so the worker keeps the adapters in fp32 (trl
 # casts QLoRA adapters to bf16, and Adam's second moment with beta2 = 0.999 moves
@@ -143,6 +146,11 @@ def plan_acceleration(
         else:
             plan.compile_layers = True
             plan.recompute_in_graph = gradient_checkpointing
+            # Inductor guards a compiled graph on the sequence length's alignment to 8 when the
+            # first batch's length is a multiple of 8: the first batch that is not would
+            # compile a second graph. Padding every batch to a multiple of 8 keeps one graph
+            # (and tensor-core-friendly shapes), for a few pad tokens a row.
+            plan.sft_kwargs["pad_to_multiple_of"] = SEQUENCE_ALIGNMENT
             plan.notes.append(
                 "decoder layers compiled with torch.compile (fused kernels, fewer launches"
                 + (", activations recomputed inside the compiled backward" if gradient_checkpointing else "")

@@ -48,6 +48,10 @@ def main(argv: list[str]) -> None:
         raise SystemExit(
             f"usage: python -m worker [{'|'.join(ROLES)}] [celery worker options] | prepare-models"
         )
+    if role == "training":
+        from worker.training.preload import preload_training_libraries
+
+        preload_training_libraries()  # before the pool forks: each run's child starts with them
     celery_app.worker_main(["worker", "--loglevel", "INFO", *ROLES[role], *argv[1:]])
 
 

@@ -127,6 +127,26 @@ def test_large_models_are_compiled_with_recompute_in_the_graph(triton_installed)
     assert any("torch.compile" in note for note in plan.notes)
 
 
+def test_compiled_runs_pad_every_batch_to_a_multiple_of_8(triton_installed, models_dir, tmp_path) -> None:
+    """Inductor guards the compiled graph on the first batch's length being a multiple of 8
+    (a recompile at the first batch that is not): trl's collator pads every batch to 8."""
+    from core.acceleration_plan import SEQUENCE_ALIGNMENT
+    from tests.training_support import demo_sft_trainer
+
+    plan = plan_acceleration("cuda", (9, 0), True, False, hidden_size=4096)
+    assert plan.sft_kwargs["pad_to_multiple_of"] == SEQUENCE_ALIGNMENT == 8
+    assert (
+        "pad_to_multiple_of"
+        not in plan_acceleration("cuda", (9, 0), True, False, hidden_size=1024).sft_kwargs
+    )
+
+    trainer = demo_sft_trainer(models_dir, tmp_path, pad_to_multiple_of=plan.sft_kwargs["pad_to_multiple_of"])
+    lengths = {batch["input_ids"].shape[1] for batch in trainer.get_train_dataloader()}
+    assert lengths and all(length % 8 == 0 for length in lengths)
+    unpadded = demo_sft_trainer(models_dir, tmp_path / "plain")
+    assert any(batch["input_ids"].shape[1] % 8 for batch in unpadded.get_train_dataloader())
+
+
 def test_the_cpp_wrapper_is_opt_in(triton_installed) -> None:
     """g++ compiling each graph's wrapper costs the first step more than a run of a few
     hundred steps earns back: only where asked."""
