@@ -108,12 +108,6 @@ class Acceleration(AccelerationPlan):
             use_seeded_dropout(model)
         return model
 
-    def prepare_trainer(self, trainer: Any) -> Any:
-        """prepare_adapters, then prepare_training: for callers that let trl make the adapters
-        (the benchmark). Returns the trainer."""
-        self.prepare_adapters(trainer.model)
-        return self.prepare_training(trainer)
-
     def prepare_training(self, trainer: Any) -> Any:
         """Patches after the trainer is built and before trainer.train(). Returns the trainer."""
         if self.asynchronous_steps:

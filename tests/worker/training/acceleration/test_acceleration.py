@@ -91,13 +91,13 @@ def test_unknown_feature_is_an_error() -> None:
         plan_acceleration("cuda", (9, 0), True, False, enable=frozenset({"warp-drive"}))
 
 
-def test_prepare_trainer_casts_only_trainable_parameters_to_fp32() -> None:
+def test_prepare_training_casts_only_trainable_parameters_to_fp32() -> None:
     class FakeTrainer:
         model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)).to(torch.bfloat16)
 
     trainer = FakeTrainer()
     trainer.model[0].requires_grad_(False)
-    Acceleration(fp32_adapters=True).prepare_trainer(trainer)
+    Acceleration(fp32_adapters=True).prepare_training(trainer)
     assert trainer.model[0].weight.dtype == torch.bfloat16
     assert trainer.model[1].weight.dtype == torch.float32
 
