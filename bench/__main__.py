@@ -13,7 +13,7 @@ COMMANDS = {
     "throughput": ("bench.throughput", "steady-state tokens/s and peak memory of the trainers, step by step"),
     "compare-paths": ("bench.compare_paths", "the same training on both trainers: losses and answers"),
     "load": ("bench.load_watchers", "live-run watchers and API pollers on a running Loraboard"),
-    "key-check-cost": ("bench.key_check_cost", "what the API key check costs per request"),
+    "key-check-cost": ("bench.diagnostics.key_check_cost", "what the API key check costs per request"),
     "measure-memory": ("bench.diagnostics.measure_memory", "measured peak memory against the estimate"),
     "measure-eta": ("bench.diagnostics.measure_eta", "the dashboard's ETA against a real epoch"),
     "dequant-speed": ("bench.diagnostics.dequant_speed", "one weight's dequantization kernels, timed"),

@@ -49,9 +49,14 @@ def main(argv: list[str]) -> None:
             f"usage: python -m worker [{'|'.join(ROLES)}] [celery worker options] | prepare-models"
         )
     if role == "training":
+        from app.config import get_settings
+        from worker.training.acceleration.compile import keep_compile_caches_in
         from worker.training.preload import preload_training_libraries
 
-        preload_training_libraries()  # before the pool forks: each run's child starts with them
+        # Both before the pool forks: each run's child starts with the libraries imported and
+        # torch.compile's caches on the data volume.
+        preload_training_libraries()
+        keep_compile_caches_in(get_settings().compile_cache_dir)
     celery_app.worker_main(["worker", "--loglevel", "INFO", *ROLES[role], *argv[1:]])
 
 

@@ -63,11 +63,8 @@ def _train_claimed_run(run_id: str) -> str:
             run_states.add_event(session, run_id, f"Resuming from the checkpoint at step {checkpoint.step}")
             session.commit()
 
-    from worker.training.acceleration.compile import keep_compile_caches_in
     from worker.training.arguments import ConfigError  # training code loads torch: only in the worker
     from worker.training.trainer import run_training
-
-    keep_compile_caches_in(settings.compile_cache_dir)
 
     reporter: Any = DatabaseReporter(run_id)
     try:

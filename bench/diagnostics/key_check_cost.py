@@ -1,7 +1,7 @@
 """What the API key check costs per request, on a running Loraboard.
 
     loraboard keys create bench      # prints a stored key, once
-    python bench/key_check_cost.py --url http://127.0.0.1:8000 \
+    python -m bench key-check-cost --url http://127.0.0.1:8000 \
         --env-key "$LORABOARD_API_KEY" --stored-key lb-...
 
 It times GET /healthz with two keys: LORABOARD_API_KEY (compared in memory, no database)
