@@ -17,6 +17,10 @@ COMMANDS = {
     "measure-memory": ("bench.diagnostics.measure_memory", "measured peak memory against the estimate"),
     "measure-eta": ("bench.diagnostics.measure_eta", "the dashboard's ETA against a real epoch"),
     "dequant-speed": ("bench.diagnostics.dequant_speed", "one weight's dequantization kernels, timed"),
+    "matmul-floor": (
+        "bench.diagnostics.matmul_floor",
+        "the epoch's unavoidable matrix products alone: a floor",
+    ),
     "build-model": ("bench.workload", "build the workload's model into a directory"),
 }
 

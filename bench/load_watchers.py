@@ -8,6 +8,12 @@ on its page's stream and the pollers reading the job in a loop. It prints the er
 the pollers' latency percentiles and both runs' tokens/s (the median of the run's
 logged tokens_per_second), so the cost of watching shows in training speed too.
 tests/functional/test_load.py runs it at a bounded size; RELIABILITY.md records figures.
+
+    python -m bench load --local --stack-cpus 0-7 --client-cpus 8-15
+
+starts a Loraboard of its own instead (server and training worker on the embedded
+defaults, in a temporary data dir) on some cores and runs the clients on others: on one
+host, the clients then take no CPU time from the server or the run, as on a separate host.
 """
 
 from __future__ import annotations
@@ -15,8 +21,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import platform
+import shutil
 import statistics
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,23 +168,97 @@ async def run_load(
     return report
 
 
+def parse_cpus(text: str) -> frozenset[int]:
+    """A Linux CPU list as taskset takes it: "0-7", "0,2,4-6"."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    if not cpus:
+        raise argparse.ArgumentTypeError(f"no CPUs in {text!r}")
+    return frozenset(cpus)
+
+
+def gpu_name() -> str | None:
+    if shutil.which("nvidia-smi") is None:
+        return None
+    result = subprocess.run(
+        ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True
+    )
+    return result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else None
+
+
+def run_on_local_stack(
+    args: argparse.Namespace, stack_cpus: frozenset[int] | None, client_cpus: frozenset[int] | None
+) -> dict[str, Any]:
+    """The load against a Loraboard of its own, the server and worker pinned to stack_cpus and
+    this process (the clients) to client_cpus."""
+    from bench.local_stack import LocalStack
+
+    with tempfile.TemporaryDirectory(prefix="loraboard-load-") as scratch:
+        stack = LocalStack(
+            data_dir=Path(scratch) / "data",
+            compile_cache_dir=Path(scratch) / "compile-cache",
+            local_roots=[],
+            cpus=stack_cpus,
+        )
+        try:
+            stack.start()
+            stack.wait_for_worker()
+            if client_cpus is not None:
+                os.sched_setaffinity(0, client_cpus)
+            report = asyncio.run(
+                run_load(
+                    stack.base_url, stack.api_key, args.watchers, args.pollers, args.max_steps, args.timeout_s
+                )
+            )
+            # Read back from the running processes: what the pinning actually did.
+            pinned = {
+                name: sorted(os.sched_getaffinity(process.pid)) for name, process in stack.processes.items()
+            }
+        finally:
+            stack.stop()
+    return {
+        **report.as_dict(),
+        "machine": {
+            "host": platform.node(),
+            "cpu_count": os.cpu_count(),
+            "gpu": gpu_name(),
+            "stack_cpus": sorted(stack_cpus) if stack_cpus is not None else "any",
+            "client_cpus": sorted(client_cpus) if client_cpus is not None else "any",
+            "stack_process_cpus": pinned,
+            "client_process_cpus": sorted(os.sched_getaffinity(0)),
+            "load_average_after": os.getloadavg(),
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--key", help="an API key (LORABOARD_API_KEY or one from `loraboard keys`)")
     parser.add_argument(
-        "--key", required=True, help="an API key (LORABOARD_API_KEY or one from `loraboard keys`)"
+        "--local", action="store_true", help="start a Loraboard of its own instead of --url/--key"
     )
+    parser.add_argument("--stack-cpus", type=parse_cpus, help="with --local: the server's and worker's cores")
+    parser.add_argument("--client-cpus", type=parse_cpus, help="with --local: the clients' cores")
     parser.add_argument("--watchers", type=int, default=200)
     parser.add_argument("--pollers", type=int, default=50)
     parser.add_argument("--max-steps", type=int, default=60)
     parser.add_argument("--timeout-s", type=float, default=900)
     args = parser.parse_args()
-    report = asyncio.run(
-        run_load(args.url, args.key, args.watchers, args.pollers, args.max_steps, args.timeout_s)
-    )
-    print(json.dumps(report.as_dict(), indent=2))
+    if args.local:
+        figures = run_on_local_stack(args, args.stack_cpus, args.client_cpus)
+    else:
+        if not args.key:
+            parser.error("--key is required unless --local")
+        report = asyncio.run(
+            run_load(args.url, args.key, args.watchers, args.pollers, args.max_steps, args.timeout_s)
+        )
+        figures = report.as_dict()
+    print(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

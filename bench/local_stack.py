@@ -9,6 +9,7 @@ a "cold" run starts from an empty one and a "warm" run finds what the cold run c
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import signal
@@ -37,6 +38,8 @@ class LocalStack:
     compile_cache_dir: Path
     local_roots: list[Path]
     api_key: str = field(default_factory=lambda: "lb-bench-" + secrets.token_hex(16))
+    cpus: frozenset[int] | None = None
+    """CPU cores the server and the worker run on (Linux), and every process they start; None: any."""
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     base_url: str = ""
 
@@ -128,6 +131,8 @@ class LocalStack:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stopping it stops its pool child too
+            # Set in the child before it runs Python: every thread and process it makes inherits it.
+            preexec_fn=None if self.cpus is None else functools.partial(os.sched_setaffinity, 0, self.cpus),
         )
 
     def _stop(self, name: str) -> None:

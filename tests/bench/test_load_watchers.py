@@ -1,0 +1,45 @@
+"""`python -m bench load --local`: a Loraboard of its own on some cores, the clients on others."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bench.load_watchers import parse_cpus
+from tests.paths import PROJECT_ROOT
+
+
+def test_cpu_lists_parse_as_taskset_writes_them() -> None:
+    assert parse_cpus("0-3") == {0, 1, 2, 3}
+    assert parse_cpus("0,2,4-5") == {0, 2, 4, 5}
+    assert parse_cpus("7") == {7}
+    with pytest.raises(ValueError):
+        parse_cpus("a-b")
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPU cores to keep apart")
+def test_local_load_keeps_the_clients_off_the_servers_cores(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    stack_cpu, client_cpu = sorted(os.sched_getaffinity(0))[:2]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("LORABOARD_")}
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "bench", "load", "--local",
+            "--stack-cpus", str(stack_cpu), "--client-cpus", str(client_cpu),
+            "--watchers", "4", "--pollers", "2", "--max-steps", "20", "--timeout-s", "300",
+        ],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout[result.stdout.index("{") :])
+    assert figures["errors"] == 0, figures["first_errors"]
+    assert figures["polls"] > 0 and figures["stream_messages"] >= 4
+    assert figures["tokens_per_second_unwatched"] > 0 and figures["tokens_per_second_watched"] > 0
+    machine = figures["machine"]
+    assert machine["client_process_cpus"] == [client_cpu]
+    assert set(machine["stack_process_cpus"]) == {"server", "worker"}
+    assert all(cpus == [stack_cpu] for cpus in machine["stack_process_cpus"].values())
