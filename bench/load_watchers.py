@@ -28,8 +28,8 @@ import statistics
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
