@@ -49,14 +49,19 @@ def main(argv: list[str]) -> None:
             f"usage: python -m worker [{'|'.join(ROLES)}] [celery worker options] | prepare-models"
         )
     if role == "training":
+        from celery.signals import worker_process_init
+
         from app.config import get_settings
         from worker.training.acceleration.compile import keep_compile_caches_in
+        from worker.training.child_warmup import start_warmup
         from worker.training.preload import preload_training_libraries
 
         # Both before the pool forks: each run's child starts with the libraries imported and
         # torch.compile's caches on the data volume.
         preload_training_libraries()
         keep_compile_caches_in(get_settings().compile_cache_dir)
+        # Then each child, once forked, readies what the parent could not while it waits for a run.
+        worker_process_init.connect(start_warmup, weak=False)
     celery_app.worker_main(["worker", "--loglevel", "INFO", *ROLES[role], *argv[1:]])
 
 

@@ -24,6 +24,7 @@ from core.run_config import RunConfig
 from worker import registry, result_file, webhook_delivery  # importing registry connects its signals
 from worker.celery_app import celery_app
 from worker.recorder import DatabaseReporter, Heartbeat
+from worker.training.child_warmup import wait_for_warmup
 from worker.training.reporting import DataSources, TrainingDiverged
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ def _train_claimed_run(run_id: str) -> str:
             run_states.add_event(session, run_id, f"Resuming from the checkpoint at step {checkpoint.step}")
             session.commit()
 
+    wait_for_warmup()  # the child's own imports and CUDA context (child_warmup.py), begun before the run
     from worker.training.arguments import ConfigError  # training code loads torch: only in the worker
     from worker.training.trainer import run_training
 
