@@ -3,9 +3,10 @@
 The training worker forks the child for the next run as soon as the last one ends (prefork
 pool, one task per child), and at the worker's start: the child mostly waits idle for its
 run. It spends the wait on what the parent cannot do before forking (worker/training/
-preload.py): importing bitsandbytes, peft and trl, which touch CUDA when imported, and
-making the CUDA context. The run then starts with them done instead of paying for them
-before its first line.
+preload.py): importing bitsandbytes, peft and trl, which touch CUDA when imported, making
+the CUDA context and, on a GPU, starting Inductor's pool of compile workers (which
+torch.compile would otherwise start at a run's first step). The run then starts with them
+done instead of paying for them before its first step.
 
 It runs on a thread, so that the child answers the pool at once (Celery kills a child that
 takes more than a few seconds to report ready); a run joins the thread before it starts.
@@ -54,6 +55,9 @@ def _ready_child() -> None:
 
         if torch.cuda.is_available():
             torch.zeros(1, device="cuda")  # the CUDA context, which the run's first tensor would make
+            from torch._inductor.async_compile import maybe_warm_pool
+
+            maybe_warm_pool()  # a no-op without triton or with TORCH_WARM_POOL=0
     except Exception:
         log.warning("the training child's warm-up failed; the run will import what it needs", exc_info=True)
         return
