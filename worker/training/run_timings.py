@@ -16,6 +16,9 @@ compile is never mistaken for a hang; when it ends its seconds go to
     peak_allocated_gib  torch.cuda.max_memory_allocated during training (CUDA only)
     compiled_graphs     graphs torch.compile made (compiled layers only; more than one per
                         layer shape means recompiles)
+    compile_s           where compiling went (compiled layers only): torch's own timers of its
+                        compile stages (Dynamo's tracing, AOTAutograd, Inductor's forward and
+                        backward, waiting for kernels), the stages of a second or more
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import datetime
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from core.event_shapes import STARTUP_PHASES
 from worker.training.reporting import Reporter
@@ -39,7 +43,7 @@ class RunTimings:
     def __init__(self, reporter: Reporter) -> None:
         self.reporter = reporter
         self.started = time.perf_counter()
-        self.timings: dict[str, float] = {}
+        self.timings: dict[str, Any] = {}  # seconds, counts, and compile_s: seconds by stage
         self._step_seconds: list[tuple[float, int]] = []
 
     def elapsed(self) -> float:
@@ -74,7 +78,13 @@ class RunTimings:
     def step(self, seconds: float, tokens: int) -> None:
         self._step_seconds.append((seconds, tokens))
 
-    def training_done(self, peak_allocated_bytes: int | None, *, compiled_graphs: int | None = None) -> None:
+    def training_done(
+        self,
+        peak_allocated_bytes: int | None,
+        *,
+        compiled_graphs: int | None = None,
+        compile_seconds: dict[str, float] | None = None,
+    ) -> None:
         skip = int(len(self._step_seconds) * STEADY_SKIP)
         steady = self._step_seconds[skip:]
         seconds = sum(item[0] for item in steady)
@@ -85,6 +95,8 @@ class RunTimings:
             self.timings["peak_allocated_gib"] = round(peak_allocated_bytes / 2**30, 3)
         if compiled_graphs is not None:
             self.timings["compiled_graphs"] = compiled_graphs
+        if compile_seconds is not None:
+            self.timings["compile_s"] = compile_seconds
         self._publish()
 
     def finished(self) -> None:

@@ -168,6 +168,7 @@ def run_training(
     timings.training_done(
         torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
         compiled_graphs=_compiled_graphs() if compiling else None,
+        compile_seconds=_compile_seconds() if compiling else None,
     )
 
     result = TrainingResult(
@@ -297,6 +298,16 @@ def _compiled_graphs() -> int:
     from torch._dynamo.utils import counters
 
     return int(counters["stats"]["unique_graphs"])
+
+
+def _compile_seconds(at_least_s: float = 1.0) -> dict[str, float]:
+    """torch's timers of its compile stages in this process (names as torch gives them, which
+    change between releases), those of at least a second: where a long first step went."""
+    from torch._dynamo.utils import compile_times
+
+    names, values = compile_times(repr="csv", aggregate=True)
+    seconds = {str(name): round(float(str(value)), 2) for name, value in zip(names, values, strict=True)}
+    return {name: value for name, value in seconds.items() if value >= at_least_s}
 
 
 def _parameter_counts(model: Any) -> tuple[int, int]:
