@@ -6,7 +6,9 @@ run. It spends the wait on what the parent cannot do before forking (worker/trai
 preload.py): importing bitsandbytes, peft and trl, which touch CUDA when imported, making
 the CUDA context and, on a GPU, starting Inductor's pool of compile workers (which
 torch.compile would otherwise start at a run's first step). The run then starts with them
-done instead of paying for them before its first step.
+done instead of paying for them before its first step. The cost: an idle training worker
+holds a CUDA context (a few hundred MB of its GPU's memory) and, on a GPU, the compile
+workers' processes until its next run; a training worker owns its GPU anyway.
 
 It runs on a thread, so that the child answers the pool at once (Celery kills a child that
 takes more than a few seconds to report ready); a run joins the thread before it starts.
