@@ -23,9 +23,7 @@ import asyncio
 import json
 import os
 import platform
-import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -179,21 +177,13 @@ def parse_cpus(text: str) -> frozenset[int]:
     return frozenset(cpus)
 
 
-def gpu_name() -> str | None:
-    if shutil.which("nvidia-smi") is None:
-        return None
-    result = subprocess.run(
-        ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True
-    )
-    return result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else None
-
-
 def run_on_local_stack(
     args: argparse.Namespace, stack_cpus: frozenset[int] | None, client_cpus: frozenset[int] | None
 ) -> dict[str, Any]:
     """The load against a Loraboard of its own, the server and worker pinned to stack_cpus and
     this process (the clients) to client_cpus."""
     from bench.local_stack import LocalStack
+    from worker.registry import visible_gpus  # what the worker announces: nvidia-smi's names
 
     with tempfile.TemporaryDirectory(prefix="loraboard-load-") as scratch:
         stack = LocalStack(
@@ -223,7 +213,7 @@ def run_on_local_stack(
         "machine": {
             "host": platform.node(),
             "cpu_count": os.cpu_count(),
-            "gpu": gpu_name(),
+            "gpus": [gpu["name"] for gpu in visible_gpus()],
             "stack_cpus": sorted(stack_cpus) if stack_cpus is not None else "any",
             "client_cpus": sorted(client_cpus) if client_cpus is not None else "any",
             "stack_process_cpus": pinned,

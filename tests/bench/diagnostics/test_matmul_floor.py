@@ -58,3 +58,15 @@ def test_the_goals_are_set_by_the_reference_row_of_the_same_call(tmp_path, capsy
     assert goals["steady_needed_over_ceiling"] == pytest.approx(
         6000.0 / printed["tokens_per_s_ceiling"], rel=0.01
     )
+
+
+def test_the_timed_products_are_exactly_the_counted_ones() -> None:
+    """torch's FLOP counter over the timed loop: what time_epoch runs is what flops_per_token
+    counts, for every batch (the first three run once more as the warm-up)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    shape = Shape(hidden=16, intermediate=40, layers=3, vocab=24)
+    batches = padded_batches([5, 17, 9, 30, 12, 8, 3, 21, 14])
+    with FlopCounterMode(display=False) as counter:
+        matmul_floor.time_epoch(shape, batches, "cpu", "float32")
+    assert counter.get_total_flops() == flops_per_token(shape) * (sum(batches) + sum(batches[:3]))
