@@ -7,7 +7,8 @@ pool forks, a child has them already.
 
 Only modules that leave CUDA alone: a CUDA context made before a fork is unusable in the
 child. bitsandbytes probes the GPU when it is imported, and peft (and trl, through it)
-import bitsandbytes, so those stay in the child.
+import bitsandbytes, so those stay in the child, which imports them while it waits for its
+run (child_warmup.py).
 """
 
 from __future__ import annotations
