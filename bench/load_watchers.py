@@ -14,6 +14,8 @@ tests/functional/test_load.py runs it at a bounded size; RELIABILITY.md records 
 starts a Loraboard of its own instead (server and training worker on the embedded
 defaults, in a temporary data dir) on some cores and runs the clients on others: on one
 host, the clients then take no CPU time from the server or the run, as on a separate host.
+`--worker-cpus` gives the training worker cores of its own too: without a GPU the run is
+CPU-bound, and on the server's cores it measures the two sharing a core, not the server.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class LoadReport:
     watchers: int
     pollers: int
     poll_latencies_s: list[float] = field(default_factory=list)
+    poll_started_s: list[float] = field(default_factory=list)
+    """When each poll began, in seconds after the watchers and pollers started."""
     errors: list[str] = field(default_factory=list)
     stream_messages: int = 0
     tokens_per_second_unwatched: float | None = None
@@ -65,6 +69,13 @@ class LoadReport:
             "stream_messages": self.stream_messages,
             "poll_p50_ms": _ms(self.percentile(0.50)),
             "poll_p99_ms": _ms(self.percentile(0.99)),
+            # When the tail happened: a burst as 200 streams open at once, or all along.
+            "slowest_polls": [
+                {"at_s": round(at, 1), "ms": _ms(latency)}
+                for latency, at in sorted(
+                    zip(self.poll_latencies_s, self.poll_started_s, strict=True), reverse=True
+                )[:10]
+            ],
             "tokens_per_second_unwatched": self.tokens_per_second_unwatched,
             "tokens_per_second_watched": self.tokens_per_second_watched,
             "watched_over_unwatched": ratio,
@@ -126,13 +137,16 @@ async def watch(client: httpx.AsyncClient, job_id: str, stop: asyncio.Event, rep
             return
 
 
-async def poll(client: httpx.AsyncClient, job_id: str, stop: asyncio.Event, report: LoadReport) -> None:
+async def poll(
+    client: httpx.AsyncClient, job_id: str, stop: asyncio.Event, report: LoadReport, load_began: float
+) -> None:
     """A script waiting for the job: its state once a second, as the openai examples poll."""
     while not stop.is_set():
         started = time.monotonic()
         try:
             response = await client.get(f"/v1/fine_tuning/jobs/{job_id}")
             report.poll_latencies_s.append(time.monotonic() - started)
+            report.poll_started_s.append(started - load_began)
             if response.status_code != 200:
                 report.errors.append(f"poll {response.status_code}")
         except httpx.HTTPError as error:
@@ -153,8 +167,11 @@ async def run_load(
 
         watched = (await client.post("/v1/fine_tuning/jobs", json=demo_job(max_steps))).json()
         stop = asyncio.Event()
+        load_began = time.monotonic()
         tasks = [asyncio.create_task(watch(client, watched["id"], stop, report)) for _ in range(watchers)]
-        tasks += [asyncio.create_task(poll(client, watched["id"], stop, report)) for _ in range(pollers)]
+        tasks += [
+            asyncio.create_task(poll(client, watched["id"], stop, report, load_began)) for _ in range(pollers)
+        ]
         try:
             job = await wait_final(client, watched["id"], timeout_s)
         finally:
@@ -178,10 +195,13 @@ def parse_cpus(text: str) -> frozenset[int]:
 
 
 def run_on_local_stack(
-    args: argparse.Namespace, stack_cpus: frozenset[int] | None, client_cpus: frozenset[int] | None
+    args: argparse.Namespace,
+    stack_cpus: frozenset[int] | None,
+    client_cpus: frozenset[int] | None,
+    worker_cpus: frozenset[int] | None = None,
 ) -> dict[str, Any]:
-    """The load against a Loraboard of its own, the server and worker pinned to stack_cpus and
-    this process (the clients) to client_cpus."""
+    """The load against a Loraboard of its own, the server and worker pinned to stack_cpus (the
+    worker to worker_cpus where given) and this process (the clients) to client_cpus."""
     from bench.local_stack import LocalStack
     from worker.registry import visible_gpus  # what the worker announces: nvidia-smi's names
 
@@ -191,6 +211,7 @@ def run_on_local_stack(
             compile_cache_dir=Path(scratch) / "compile-cache",
             local_roots=[],
             cpus=stack_cpus,
+            worker_cpus=worker_cpus,
         )
         try:
             stack.start()
@@ -215,6 +236,7 @@ def run_on_local_stack(
             "cpu_count": os.cpu_count(),
             "gpus": [gpu["name"] for gpu in visible_gpus()],
             "stack_cpus": sorted(stack_cpus) if stack_cpus is not None else "any",
+            "worker_cpus": sorted(worker_cpus) if worker_cpus is not None else "stack_cpus",
             "client_cpus": sorted(client_cpus) if client_cpus is not None else "any",
             "stack_process_cpus": pinned,
             "client_process_cpus": sorted(os.sched_getaffinity(0)),
@@ -233,6 +255,12 @@ def main() -> None:
         "--local", action="store_true", help="start a Loraboard of its own instead of --url/--key"
     )
     parser.add_argument("--stack-cpus", type=parse_cpus, help="with --local: the server's and worker's cores")
+    parser.add_argument(
+        "--worker-cpus",
+        type=parse_cpus,
+        help="with --local: the training worker's own cores (default: --stack-cpus); on a machine"
+        " without a GPU, keeps the CPU-bound run off the server's cores as a GPU would",
+    )
     parser.add_argument("--client-cpus", type=parse_cpus, help="with --local: the clients' cores")
     parser.add_argument("--watchers", type=int, default=200)
     parser.add_argument("--pollers", type=int, default=50)
@@ -240,7 +268,7 @@ def main() -> None:
     parser.add_argument("--timeout-s", type=float, default=900)
     args = parser.parse_args()
     if args.local:
-        figures = run_on_local_stack(args, args.stack_cpus, args.client_cpus)
+        figures = run_on_local_stack(args, args.stack_cpus, args.client_cpus, args.worker_cpus)
     else:
         if not args.key:
             parser.error("--key is required unless --local")

@@ -40,6 +40,9 @@ class LocalStack:
     api_key: str = field(default_factory=lambda: "lb-bench-" + secrets.token_hex(16))
     cpus: frozenset[int] | None = None
     """CPU cores the server and the worker run on (Linux), and every process they start; None: any."""
+    worker_cpus: frozenset[int] | None = None
+    """The training worker's own cores, where they are not `cpus`: keeps a CPU-bound run (no GPU)
+    off the server's cores, as a GPU keeps it on a real training host."""
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     base_url: str = ""
 
@@ -122,8 +125,15 @@ class LocalStack:
         path = self.log_dir / f"{name}.log"
         return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
+    def cpus_of(self, name: str) -> frozenset[int] | None:
+        """The cores the process called name is pinned to (None: any)."""
+        if name == "worker" and self.worker_cpus is not None:
+            return self.worker_cpus
+        return self.cpus
+
     def _spawn(self, name: str, *args: str) -> None:
         log = (self.log_dir / f"{name}.log").open("ab")
+        cpus = self.cpus_of(name)
         self.processes[name] = subprocess.Popen(
             [sys.executable, *args],
             env=self.env(),
@@ -132,7 +142,7 @@ class LocalStack:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stopping it stops its pool child too
             # Set in the child before it runs Python: every thread and process it makes inherits it.
-            preexec_fn=None if self.cpus is None else functools.partial(os.sched_setaffinity, 0, self.cpus),
+            preexec_fn=None if cpus is None else functools.partial(os.sched_setaffinity, 0, cpus),
         )
 
     def _stop(self, name: str) -> None:

@@ -10,7 +10,7 @@ from sqlmodel import Session
 from starlette.responses import Response
 
 from app.config import get_settings
-from app.db import SessionDep, get_engine
+from app.db import SessionDep
 from app.errors import APIError
 from app.lifecycle import artifacts, model_names, run_states
 from app.models import Run, RunStatus
@@ -106,7 +106,7 @@ def run_page(run_id: str, request: Request, session: SessionDep) -> Response:
 
 
 @router.get("/runs/{run_id}/stream")
-def run_stream(
+async def run_stream(
     run_id: str,
     request: Request,
     after: int | None = None,
@@ -114,12 +114,14 @@ def run_stream(
 ) -> StreamingResponse:
     # No SessionDep here: a dependency's session lives until the response ends, and a stream's
     # response lasts minutes; 15 open pages held the whole connection pool. Each poll opens its own.
-    with Session(get_engine()) as session:
-        runs.get_run(session, run_id)  # 404 before the stream starts
+    start = streaming.resume_point(after, last_event_id)
+    # The stream's first poll, before the response starts: a run that is missing or not the
+    # viewer's is a 404, not an empty stream. It is the shared poll the stream then reads from
+    # cache, so 200 pages opening at once make one database read, not 200 thread hops.
+    await streaming.SHARED_POLLS.poll(run_id, start, live_fragments)
     settings = get_settings()
     client = request.client.host if request.client else "unknown"
     slot = streaming.STREAM_SLOTS.take(client, settings.sse_max_streams_per_client)
-    start = streaming.resume_point(after, last_event_id)
     events = streaming.run_events(run_id, start, live_fragments, settings.sse_max_connection_s, slot=slot)
     return StreamingResponse(
         events,

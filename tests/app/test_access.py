@@ -142,6 +142,10 @@ def test_users_see_only_their_own_runs_files_and_adapters(app: object) -> None:
     admin = bearer(app, ADMIN_KEY)
     assert job["id"] in {item["id"] for item in admin.get("/v1/fine_tuning/jobs").json()["data"]}
     admin.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel")
+    # Live streams share one poll per run: what alice's stream just read is not bob's to see.
+    assert "event: done" in alice.get(f"/runs/{job['id']}/stream").text
+    assert bob.get(f"/runs/{job['id']}/stream").status_code == 404
+    assert bob.get("/runs/ftjob-nosuchrun/stream").status_code == 404
 
 
 def test_a_revoked_key_stops_working(app: object) -> None:

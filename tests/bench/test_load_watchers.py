@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from bench.load_watchers import parse_cpus
+from bench.local_stack import LocalStack
 from tests.paths import PROJECT_ROOT
 
 
@@ -21,14 +22,23 @@ def test_cpu_lists_parse_as_taskset_writes_them() -> None:
         parse_cpus("a-b")
 
 
+def test_the_worker_follows_the_stacks_cores_unless_given_its_own(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    stack = LocalStack(data_dir=tmp_path, compile_cache_dir=tmp_path, local_roots=[], cpus=frozenset({0}))
+    assert stack.cpus_of("server") == stack.cpus_of("worker") == {0}
+    stack.worker_cpus = frozenset({1})
+    assert stack.cpus_of("server") == {0} and stack.cpus_of("worker") == {1}
+
+
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPU cores to keep apart")
-def test_local_load_keeps_the_clients_off_the_servers_cores(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_local_load_keeps_the_clients_and_the_run_off_the_servers_core(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Two cores: the server on one, the clients and the training worker on the other.
     stack_cpu, client_cpu = sorted(os.sched_getaffinity(0))[:2]
     env = {key: value for key, value in os.environ.items() if not key.startswith("LORABOARD_")}
     result = subprocess.run(
         [
             sys.executable, "-m", "bench", "load", "--local",
             "--stack-cpus", str(stack_cpu), "--client-cpus", str(client_cpu),
+            "--worker-cpus", str(client_cpu),
             "--watchers", "4", "--pollers", "2", "--max-steps", "20", "--timeout-s", "300",
         ],
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600,
@@ -41,4 +51,4 @@ def test_local_load_keeps_the_clients_off_the_servers_cores(tmp_path) -> None:  
     machine = figures["machine"]
     assert machine["client_process_cpus"] == [client_cpu]
     assert set(machine["stack_process_cpus"]) == {"server", "worker"}
-    assert all(cpus == [stack_cpu] for cpus in machine["stack_process_cpus"].values())
+    assert machine["stack_process_cpus"] == {"server": [stack_cpu], "worker": [client_cpu]}
