@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from bench.load_watchers import parse_cpus
+from bench.load_watchers import LoadReport, parse_cpus
 from bench.local_stack import LocalStack
 from tests.paths import PROJECT_ROOT
 
@@ -20,6 +20,17 @@ def test_cpu_lists_parse_as_taskset_writes_them() -> None:
     assert parse_cpus("7") == {7}
     with pytest.raises(ValueError):
         parse_cpus("a-b")
+
+
+def test_the_report_tells_the_opening_burst_from_the_rest() -> None:
+    report = LoadReport(watchers=2, pollers=2)
+    # Two first polls slow in the opening surge, their next two still slowed, then steady.
+    report.poll_latencies_s = [0.9, 0.8, 0.4, 0.3, 0.011, 0.020]
+    report.poll_started_s = [0.1, 0.1, 1.5, 1.5, 3.5, 3.5]
+    figures = report.as_dict()
+    assert figures["polls"] == 6 and figures["poll_p99_ms"] == 900.0
+    assert figures["poll_p99_after_3_s_ms"] == 20.0
+    assert figures["slowest_polls"][:2] == [{"at_s": 0.1, "ms": 900.0}, {"at_s": 0.1, "ms": 800.0}]
 
 
 def test_the_worker_follows_the_stacks_cores_unless_given_its_own(tmp_path) -> None:  # type: ignore[no-untyped-def]
