@@ -63,8 +63,9 @@ class Settings(BaseSettings):
     max_dataset_mb: int = Field(
         default=256,
         ge=1,
-        description="Largest decoded dataset (text, or Parquet once decompressed): reading one takes "
-        "about ten times this in server memory.",
+        description="Largest decoded dataset (text, or Parquet once decompressed). Uploads of JSONL "
+        "and CSV are checked one record at a time; a .json array or a Parquet file is read whole, "
+        "which takes several times this in server memory.",
     )
     max_dataset_rows: int = Field(default=1_000_000, ge=1, description="Most samples in one dataset file.")
     max_dataset_columns: int = Field(default=64, ge=1, description="Most fields in one sample.")

@@ -24,11 +24,11 @@ for Parquet the row index + 1. Line 0 means the file as a whole.
 from __future__ import annotations
 
 import csv
-import io
 import json
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 FORMATS = ("text", "prompt_completion", "messages", "instruction")
 SUPPORTED_EXTENSIONS = (".jsonl", ".json", ".csv", ".parquet")
@@ -110,15 +110,12 @@ def read_records(path: Path, *, keep_going: bool = False, limits: ReadLimits | N
     if suffix == ".parquet":
         records = _read_parquet(path, limits)
     else:
-        # Checked before reading: a text file's size is its decoded size.
-        if path.stat().st_size > limits.max_bytes:
-            raise DatasetError([LineError(0, f"the file is larger than the {_mb(limits.max_bytes)} limit")])
-        try:
-            text = path.read_bytes().decode("utf-8-sig")  # -sig: tolerate the BOM spreadsheet tools write
-        except UnicodeDecodeError as error:
-            raise DatasetError([LineError(0, f"the file is not UTF-8 text: {error}")]) from None
-        reader = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv}[suffix]
-        records = reader(text)
+        _check_text_size(path, limits)
+        with _utf8_errors(), _open_text(path) as stream:
+            if suffix == ".json":
+                records = _read_json(stream.read())
+            else:
+                records = _collect(_TEXT_ITEMS[suffix](stream))
         records.parse_errors[:0] = _limit_errors(records, limits)
     if records.parse_errors and not keep_going:
         raise DatasetError(records.parse_errors)
@@ -127,27 +124,62 @@ def read_records(path: Path, *, keep_going: bool = False, limits: ReadLimits | N
     return records
 
 
-def _read_jsonl(text: str) -> Records:
+def _check_text_size(path: Path, limits: ReadLimits) -> None:
+    """Before reading: a text file's size is its decoded size."""
+    if path.stat().st_size > limits.max_bytes:
+        raise DatasetError([LineError(0, f"the file is larger than the {_mb(limits.max_bytes)} limit")])
+
+
+def _open_text(path: Path) -> IO[str]:
+    # utf-8-sig: tolerate the BOM spreadsheet tools write. newline="": lines end at \n, \r or
+    # \r\n only (csv needs it; str.splitlines would also split JSON strings holding U+2028).
+    return path.open(encoding="utf-8-sig", newline="")
+
+
+class _utf8_errors:
+    """A file that is not UTF-8 is one problem of the whole file, wherever the bad byte is."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _tb: object) -> None:
+        if isinstance(error, UnicodeDecodeError):
+            raise DatasetError([LineError(0, f"the file is not UTF-8 text: {error}")]) from None
+
+
+Item = tuple[int, "dict | LineError"]
+"""A file line and what it holds: a record, or why it is not one."""
+
+
+def _collect(items: Iterable[Item]) -> Records:
     records: list[dict] = []
     lines: list[int] = []
     errors: list[LineError] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for line, item in items:
+        if isinstance(item, LineError):
+            errors.append(item)
+        else:
+            records.append(item)
+            lines.append(line)
+    return Records(records, lines, errors)
+
+
+def _jsonl_items(lines: Iterable[str]) -> Iterator[Item]:
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue  # blank lines (a trailing newline, a separator) carry no sample
         try:
             value = json.loads(line)
         except json.JSONDecodeError as error:
-            errors.append(LineError(number, f"invalid JSON: {error.msg} (column {error.colno})"))
+            yield number, LineError(number, f"invalid JSON: {error.msg} (column {error.colno})")
             continue
         except (ValueError, RecursionError) as error:
-            errors.append(LineError(number, _unparsable(error)))
+            yield number, LineError(number, _unparsable(error))
             continue
         if not isinstance(value, dict):
-            errors.append(LineError(number, f"expected a JSON object, found {_json_type(value)}"))
+            yield number, LineError(number, f"expected a JSON object, found {_json_type(value)}")
             continue
-        records.append(value)
-        lines.append(number)
-    return Records(records, lines, errors)
+        yield number, value
 
 
 def _read_json(text: str) -> Records:
@@ -196,21 +228,19 @@ def _read_json(text: str) -> Records:
     return Records(records, lines)
 
 
-def _read_csv(text: str) -> Records:
-    reader = csv.reader(io.StringIO(text, newline=""))
+def _csv_items(stream: IO[str]) -> Iterator[Item]:
+    reader = csv.reader(stream)
     try:
         header = next(reader)
     except StopIteration:
-        return Records([], [])
+        return
     except csv.Error as error:
         raise DatasetError([LineError(1, f"invalid CSV header: {error}")]) from None
     header = [name.strip() for name in header]
-    errors = [
-        LineError(1, f"duplicate column {name!r}")
-        for name in sorted({n for n in header if header.count(n) > 1})
-    ]
-    errors += [LineError(1, "empty column name in the header")] if "" in header else []
-    records, lines = [], []
+    for name in sorted({n for n in header if header.count(n) > 1}):
+        yield 1, LineError(1, f"duplicate column {name!r}")
+    if "" in header:
+        yield 1, LineError(1, "empty column name in the header")
     start = reader.line_num + 1
     while True:
         try:
@@ -218,27 +248,29 @@ def _read_csv(text: str) -> Records:
         except StopIteration:
             break
         except csv.Error as error:
-            errors.append(LineError(reader.line_num, f"invalid CSV: {error}"))
+            yield reader.line_num, LineError(reader.line_num, f"invalid CSV: {error}")
             break
         line, start = start, reader.line_num + 1  # a quoted field may span several file lines
         if not row or all(not cell.strip() for cell in row):
             continue
         if len(row) != len(header):
-            errors.append(LineError(line, f"expected {len(header)} fields (the header's), found {len(row)}"))
+            yield line, LineError(line, f"expected {len(header)} fields (the header's), found {len(row)}")
             continue
         record: dict[str, Any] = dict(zip(header, row, strict=True))
         if "messages" in record:  # a chat column holds the turns as a JSON string
             try:
                 record["messages"] = json.loads(record["messages"])
             except json.JSONDecodeError as error:
-                errors.append(LineError(line, f"column 'messages' is not valid JSON: {error.msg}"))
+                yield line, LineError(line, f"column 'messages' is not valid JSON: {error.msg}")
                 continue
             except (ValueError, RecursionError) as error:
-                errors.append(LineError(line, f"column 'messages': {_unparsable(error)}"))
+                yield line, LineError(line, f"column 'messages': {_unparsable(error)}")
                 continue
-        records.append(record)
-        lines.append(line)
-    return Records(records, lines, errors)
+        yield line, record
+
+
+_TEXT_ITEMS: dict[str, Callable[[IO[str]], Iterator[Item]]] = {".jsonl": _jsonl_items, ".csv": _csv_items}
+"""The text formats read one record at a time: validated at upload without holding the file."""
 
 
 def _read_parquet(path: Path, limits: ReadLimits) -> Records:
@@ -301,9 +333,7 @@ def _limit_errors(records: Records, limits: ReadLimits) -> list[LineError]:
     for record, line in zip(records, records.line_numbers, strict=True):
         if len(errors) >= SHOWN_ERRORS:
             break
-        if len(record) > limits.max_columns:
-            errors.append(LineError(line, f"{len(record)} fields; at most {limits.max_columns} allowed"))
-        elif problem := _structure_problem(record, limits.max_depth):
+        if problem := _record_limit_problem(record, limits):
             errors.append(LineError(line, problem))
     if errors:  # the broken records leave the list, as unparsable lines do
         bad = {error.line for error in errors}
@@ -311,6 +341,12 @@ def _limit_errors(records: Records, limits: ReadLimits) -> list[LineError]:
         records[:] = [record for record, _ in kept]
         records.line_numbers = [number for _, number in kept]
     return errors
+
+
+def _record_limit_problem(record: dict, limits: ReadLimits) -> str | None:
+    if len(record) > limits.max_columns:
+        return f"{len(record)} fields; at most {limits.max_columns} allowed"
+    return _structure_problem(record, limits.max_depth)
 
 
 def _structure_problem(value: Any, max_depth: int) -> str | None:
@@ -360,55 +396,72 @@ def detect_format(record: dict) -> str | None:
     return None
 
 
+class _FormatCheck:
+    """Records against one format, one at a time: the first record that has one sets it (auto)."""
+
+    def __init__(self, declared_format: str) -> None:
+        if declared_format != "auto" and declared_format not in FORMATS:
+            raise DatasetError(
+                [
+                    LineError(
+                        0, f"unknown format {declared_format!r}; choose auto or one of {', '.join(FORMATS)}"
+                    )
+                ]
+            )
+        self.declared_format = declared_format
+        self.dataset_format = declared_format if declared_format != "auto" else None
+        self.format_line = 0
+        self.columns: dict[str, None] = {}  # insertion-ordered set
+
+    def problems(self, record: Any, line: int) -> list[LineError]:
+        if not isinstance(record, dict):
+            return [LineError(line, f"expected an object with named fields, found {_json_type(record)}")]
+        self.columns.update(dict.fromkeys(record))
+        found = detect_format(record)
+        if self.dataset_format is None:
+            if found is None:
+                return [LineError(line, _no_format_message(record))]
+            self.dataset_format, self.format_line = found, line
+        elif self.declared_format == "auto" and found != self.dataset_format:
+            if found is None:
+                return [LineError(line, _no_format_message(record))]
+            return [
+                LineError(
+                    line,
+                    f"looks like format {found!r}, "
+                    f"but line {self.format_line} set the file's format to {self.dataset_format!r}",
+                )
+            ]
+        return [LineError(line, problem) for problem in _CHECKS[self.dataset_format](record)]
+
+    def summary(self, num_samples: int) -> DatasetSummary:
+        assert self.dataset_format is not None
+        return DatasetSummary(format=self.dataset_format, num_samples=num_samples, columns=list(self.columns))
+
+
 def validate_records(records: list[dict], declared_format: str = "auto") -> DatasetSummary:
     """Check every record against one format; DatasetError lists every problem with its line."""
-    if declared_format != "auto" and declared_format not in FORMATS:
-        raise DatasetError(
-            [LineError(0, f"unknown format {declared_format!r}; choose auto or one of {', '.join(FORMATS)}")]
-        )
+    check = _FormatCheck(declared_format)
     if not records:
         raise DatasetError([LineError(0, "the dataset is empty: no samples")])
     line_numbers = getattr(records, "line_numbers", None) or list(range(1, len(records) + 1))
-
     errors: list[LineError] = []
-    columns: dict[str, None] = {}  # insertion-ordered set
-    dataset_format = declared_format if declared_format != "auto" else None
-    format_line = 0
     for record, line in zip(records, line_numbers, strict=True):
         if len(errors) >= MAX_ERRORS:
             break
-        if not isinstance(record, dict):
-            errors.append(
-                LineError(line, f"expected an object with named fields, found {_json_type(record)}")
-            )
-            continue
-        columns.update(dict.fromkeys(record))
-        found = detect_format(record)
-        if dataset_format is None:
-            if found is None:
-                errors.append(LineError(line, _no_format_message(record)))
-                continue
-            dataset_format, format_line = found, line
-        elif declared_format == "auto" and found != dataset_format:
-            if found is None:
-                message = _no_format_message(record)
-            else:
-                message = (
-                    f"looks like format {found!r}, "
-                    f"but line {format_line} set the file's format to {dataset_format!r}"
-                )
-            errors.append(LineError(line, message))
-            continue
-        errors += [LineError(line, problem) for problem in _CHECKS[dataset_format](record)]
+        errors += check.problems(record, line)
     _raise_if(errors[:MAX_ERRORS])
-    assert dataset_format is not None
-    return DatasetSummary(format=dataset_format, num_samples=len(records), columns=list(columns))
+    return check.summary(len(records))
 
 
 def validate_file(
     path: Path, declared_format: str = "auto", limits: ReadLimits | None = None
 ) -> DatasetSummary:
     """Every problem of the file at once: lines that do not parse and records that do not fit."""
+    path = Path(path)
+    limits = limits or ReadLimits()
+    if path.suffix.lower() in _TEXT_ITEMS:
+        return _validate_text_file(path, declared_format, limits)
     records = read_records(path, keep_going=True, limits=limits)
     problems = list(records.parse_errors)
     summary = None
@@ -421,6 +474,38 @@ def validate_file(
         raise DatasetError(sorted(problems, key=lambda problem: problem.line)[:MAX_ERRORS])
     assert summary is not None
     return summary
+
+
+def _validate_text_file(path: Path, declared_format: str, limits: ReadLimits) -> DatasetSummary:
+    """validate_file for JSONL and CSV, one record at a time: the server's memory holds a line
+    and the problems found, not the file (a 100 MB JSONL held as records took about 500 MB)."""
+    check = _FormatCheck(declared_format)
+    _check_text_size(path, limits)
+    problems: list[LineError] = []
+    limit_problems = samples = 0
+    with _utf8_errors(), _open_text(path) as stream:
+        for line, item in _TEXT_ITEMS[path.suffix.lower()](stream):
+            if isinstance(item, LineError):
+                problems.append(item)
+            else:
+                samples += 1
+                if samples > limits.max_rows:
+                    continue  # counted for the message, not checked
+                if problem := _record_limit_problem(item, limits):
+                    # At most SHOWN_ERRORS of these, as read_records reports them.
+                    limit_problems += 1
+                    if limit_problems <= SHOWN_ERRORS:
+                        problems.append(LineError(line, problem))
+                    continue
+                problems += check.problems(item, line)
+            if len(problems) >= MAX_ERRORS and samples <= limits.max_rows:
+                break
+    if samples > limits.max_rows:
+        raise DatasetError([LineError(0, f"{samples} samples; at most {limits.max_rows} allowed")])
+    if not samples and not problems:
+        raise DatasetError([LineError(0, "the file is empty: no samples")])
+    _raise_if(sorted(problems, key=lambda problem: problem.line)[:MAX_ERRORS])
+    return check.summary(samples)
 
 
 def _check_text(record: dict) -> list[str]:

@@ -189,3 +189,44 @@ def test_formats_module_does_not_import_torch():
     code = f"import sys, core.formats; print(any(m in sys.modules for m in {heavy}))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_validating_a_large_text_file_holds_one_line_not_the_file(tmp_path, suffix) -> None:
+    # Issue 16, item 6: a 100 MB JSONL took about 1 GB of the server's memory at upload.
+    import csv
+    import tracemalloc
+
+    path = tmp_path / f"big{suffix}"
+    with path.open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        if suffix == ".csv":
+            writer.writerow(["prompt", "completion"])
+        for i in range(60_000):
+            prompt, completion = f"question {i} " + "lorem ipsum " * 15, f"answer {i} " + "dolor sit " * 15
+            if suffix == ".csv":
+                writer.writerow([prompt, completion])
+            else:
+                stream.write(json.dumps({"prompt": prompt, "completion": completion}) + "\n")
+    assert path.stat().st_size > 20 << 20
+
+    tracemalloc.start()
+    try:
+        summary = validate_file(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert summary.num_samples == 60_000 and summary.format == "prompt_completion"
+    assert peak < 2 << 20, f"validating a {path.stat().st_size >> 20} MB file peaked at {peak >> 20} MB"
+
+
+def test_a_json_string_holding_a_line_separator_stays_one_line(tmp_path) -> None:
+    # json.dumps(ensure_ascii=False) writes U+2028 as is; it ends no JSONL line.
+    path = tmp_path / "sep.jsonl"
+    path.write_text(
+        json.dumps({"text": "one\u2028two"}, ensure_ascii=False) + "\n" + json.dumps({"text": "x"}) + "\n",
+        encoding="utf-8",
+    )
+    assert validate_file(path).num_samples == 2
+    assert read_records(path) == [{"text": "one\u2028two"}, {"text": "x"}]
+    assert read_records(path).line_numbers == [1, 2]
