@@ -21,6 +21,7 @@ from app.db import get_engine
 from app.lifecycle import run_states
 from app.models import Checkpoint, Metric, Run, RunStatus, utcnow
 from core.event_shapes import metric_event_data
+from worker.server_paths import hide_server_paths
 from worker.training.reporting import MetricValues
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ class DatabaseReporter:
             run_states.mark_training(session, self.run_id)
 
     def event(self, message: str, level: str = "info", data: dict[str, Any] | None = None) -> None:
+        # Training's own lines name paths ("adapter saved: ...", library warnings).
+        message = hide_server_paths(message)
         with Session(self.engine) as session:
             run_states.add_event(session, self.run_id, message, level=level, data=data)
             session.commit()

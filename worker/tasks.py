@@ -24,6 +24,7 @@ from core.run_config import RunConfig
 from worker import registry, result_file, webhook_delivery  # importing registry connects its signals
 from worker.celery_app import celery_app
 from worker.recorder import DatabaseReporter, Heartbeat
+from worker.server_paths import hide_server_paths
 from worker.training.child_warmup import wait_for_warmup
 from worker.training.reporting import DataSources, TrainingDiverged
 
@@ -119,16 +120,8 @@ def _data_source(session: Session, reference: str | None, what: str) -> str | No
 
 def _readable(error: Exception) -> str:
     """The error for the run's page: its message, with the server's directories left out."""
-    settings = get_settings()
     message = f"{type(error).__name__}: {error}" if not isinstance(error, LookupError) else str(error)
-    for directory, name in (
-        (settings.data_dir.resolve(), "<data dir>"),
-        (Path.home(), "~"),
-        (Path.cwd(), "."),
-    ):
-        if len(directory.parts) > 1:  # never "/" itself: every path would be mangled
-            message = message.replace(str(directory), name)
-    return message
+    return hide_server_paths(message)
 
 
 def _finish_integrations(reporter: Any, *, succeeded: bool) -> None:

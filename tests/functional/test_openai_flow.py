@@ -91,6 +91,10 @@ def test_openai_client_drives_a_run_end_to_end(stack_factory, backend: str, tmp_
     # Events: newest first, messages and metrics with step, loss, lr, grad norm, in step order.
     events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))
     assert events[0].message == "The job has successfully completed"
+    # The event log names the run's files, never where the server keeps them (issue 16, item 11).
+    messages = [event.message for event in events]
+    assert f"adapter saved: <data dir>/artifacts/{job.id}/adapter" in messages
+    assert not [message for message in messages if str(stack.data_dir.resolve()) in message]
     metrics = [event.data for event in reversed(events) if event.type == "metrics"]
     train_rows = [data for data in metrics if "train_loss" in data]
     assert [row["step"] for row in train_rows] == [4, 8, 12, 16, 20, 24]

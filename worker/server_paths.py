@@ -1,0 +1,24 @@
+"""Server directories left out of what a run shows its user (errors and the event log).
+
+A run's page and the API's events are read by whoever owns the run, who need not know the
+server's layout: the data dir, the worker's home and its working directory become
+`<data dir>`, `~` and `.`. What is under them (the run's own artifacts) stays readable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from app.config import get_settings
+
+
+def hide_server_paths(text: str) -> str:
+    settings = get_settings()
+    for directory, name in (
+        (settings.data_dir.resolve(), "<data dir>"),
+        (Path.home(), "~"),
+        (Path.cwd(), "."),
+    ):
+        if len(directory.parts) > 1:  # never "/" itself: every path would be mangled
+            text = text.replace(str(directory), name)
+    return text
