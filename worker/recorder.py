@@ -21,7 +21,7 @@ from app.db import get_engine
 from app.lifecycle import run_states
 from app.models import Checkpoint, Metric, Run, RunStatus, utcnow
 from core.event_shapes import metric_event_data
-from worker.server_paths import hide_server_paths
+from worker.server_paths import hide_server_paths, hide_server_paths_in
 from worker.training.reporting import MetricValues
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class DatabaseReporter:
 
     def event(self, message: str, level: str = "info", data: dict[str, Any] | None = None) -> None:
         # Training's own lines name paths ("adapter saved: ...", library warnings).
-        message = hide_server_paths(message)
+        message, data = hide_server_paths(message), hide_server_paths_in(data)
         with Session(self.engine) as session:
             run_states.add_event(session, self.run_id, message, level=level, data=data)
             session.commit()
@@ -122,7 +122,7 @@ class DatabaseReporter:
             run = session.get(Run, self.run_id)
             if run is None:
                 return
-            run.runtime = {**run.runtime, **values}
+            run.runtime = {**run.runtime, **hide_server_paths_in(values)}
             session.add(run)
             session.commit()
 

@@ -95,6 +95,10 @@ def test_openai_client_drives_a_run_end_to_end(stack_factory, backend: str, tmp_
     messages = [event.message for event in events]
     assert f"adapter saved: <data dir>/artifacts/{job.id}/adapter" in messages
     assert not [message for message in messages if str(stack.data_dir.resolve()) in message]
+    raw_job = httpx.get(f"{stack.base_url}/v1/fine_tuning/jobs/{job.id}", headers=stack.headers, timeout=30)
+    runtime = raw_job.json()["loraboard"]["runtime"]
+    assert runtime["sft_config"]["output_dir"].startswith("<data dir>/")
+    assert str(stack.data_dir.resolve()) not in raw_job.text
     metrics = [event.data for event in reversed(events) if event.type == "metrics"]
     train_rows = [data for data in metrics if "train_loss" in data]
     assert [row["step"] for row in train_rows] == [4, 8, 12, 16, 20, 24]
