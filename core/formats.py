@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -136,15 +137,13 @@ def _open_text(path: Path) -> IO[str]:
     return path.open(encoding="utf-8-sig", newline="")
 
 
-class _utf8_errors:
+@contextmanager
+def _utf8_errors() -> Iterator[None]:
     """A file that is not UTF-8 is one problem of the whole file, wherever the bad byte is."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _tb: object) -> None:
-        if isinstance(error, UnicodeDecodeError):
-            raise DatasetError([LineError(0, f"the file is not UTF-8 text: {error}")]) from None
+    try:
+        yield
+    except UnicodeDecodeError as error:
+        raise DatasetError([LineError(0, f"the file is not UTF-8 text: {error}")]) from None
 
 
 Item = tuple[int, "dict | LineError"]

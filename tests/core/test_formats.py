@@ -230,3 +230,14 @@ def test_a_json_string_holding_a_line_separator_stays_one_line(tmp_path) -> None
     assert validate_file(path).num_samples == 2
     assert read_records(path) == [{"text": "one\u2028two"}, {"text": "x"}]
     assert read_records(path).line_numbers == [1, 2]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".json"])
+def test_a_file_that_is_not_utf8_is_one_problem_of_the_whole_file(tmp_path, suffix) -> None:
+    body = {".jsonl": b'{"text": "caf\xe9"}\n', ".csv": b"text\ncaf\xe9\n", ".json": b'[{"text": "caf\xe9"}]'}
+    path = tmp_path / f"latin1{suffix}"
+    path.write_bytes(body[suffix])
+    for read in (validate_file, read_records):
+        with pytest.raises(DatasetError) as refused:
+            read(path)
+        assert lines_of(refused.value) == [0] and "not UTF-8 text" in str(refused.value)
