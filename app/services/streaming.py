@@ -109,7 +109,12 @@ class SharedPolls:
             hit = self._results.get(key)
             if hit is not None and hit[0] > time.monotonic():
                 return hit[1]  # type: ignore[no-any-return]
-            result = await run_in_threadpool(_poll, run_id, after_id, render)
+            try:
+                result = await run_in_threadpool(_poll, run_id, after_id, render)
+            except BaseException:
+                # Nothing to cache (a missing run's 404): no lock kept for a key that never expires.
+                self._locks.pop(key, None)
+                raise
             now = time.monotonic()
             for stale in [k for k, (expires, _) in self._results.items() if expires <= now]:
                 self._results.pop(stale, None)
