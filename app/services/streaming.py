@@ -195,12 +195,13 @@ async def _run_events(
             if sent.get(name) != html:
                 sent[name] = html
                 batch.append(sse_message(html, event=name))
-        if final and not metrics:
+        done = final and not metrics
+        if done:
             batch.append(sse_message("finished", event="done"))
         if batch:
             yield "".join(batch)
             batch = []
-        if final and not metrics:
+        if done:
             return
         if time.monotonic() >= deadline:
             return  # the lifetime cap: the browser reconnects with Last-Event-ID
