@@ -26,10 +26,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import secrets
+import tempfile
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from anyio import to_thread
@@ -114,6 +117,22 @@ def first_start_key() -> str | None:
         return make_key(session, "first start", ADMIN_USER, is_admin=True)[1]
 
 
+def announce_first_start_key() -> None:
+    """Make the first-start key if there is none, and print it once, like Jupyter's token: only
+    its hash is kept. `loraboard serve` calls it before starting its processes, so that
+    several (server_workers) never each make and print one."""
+    key = first_start_key()
+    if key is None:
+        return
+    settings = get_settings()
+    url = f"http://{settings.host}:{settings.port}/login?key={key}"
+    print(
+        f"\n  An admin API key was made for this first start (it is not shown again):\n    {key}\n"
+        f"  Log in: {url}\n",
+        flush=True,
+    )
+
+
 # --- who is asking -------------------------------------------------------------------------
 
 # Read for nearly every request, so kept cheap: four columns, no ORM session, one probe of
@@ -156,10 +175,23 @@ def _secret() -> bytes:
     settings = get_settings()
     if settings.session_secret is not None:
         return settings.session_secret.get_secret_value().encode()
-    path = settings.data_dir.resolve() / "session-secret"
+    return kept_secret(settings.data_dir.resolve() / "session-secret")
+
+
+def kept_secret(path: Path) -> bytes:
+    """The secret in path, made on first use. Server processes start together (server_workers)
+    and each must sign with the same one: the file appears complete or not at all (a hard link
+    to a finished temporary file), and whichever process links first wins."""
     if not path.exists():
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_hex(32))
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}-", delete=False) as new:
+            os.chmod(new.name, 0o600)
+            new.write(secrets.token_hex(32))
+        try:
+            os.link(new.name, path)
+        except FileExistsError:
+            pass  # another process was first: its secret is the one
+        finally:
+            os.unlink(new.name)
     return path.read_text().strip().encode()
 
 

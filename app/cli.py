@@ -18,8 +18,18 @@ from app.config import get_settings
 def serve() -> None:
     import uvicorn
 
+    from app.auth import announce_first_start_key
+
     settings = get_settings()
-    uvicorn.run("app.main:app", host=settings.host, port=settings.port, proxy_headers=True)
+    # Once, here, before uvicorn starts server_workers processes that would each make one.
+    announce_first_start_key()
+    uvicorn.run(
+        "app.main:app",
+        host=settings.host,
+        port=settings.port,
+        proxy_headers=True,
+        workers=settings.server_workers,
+    )
 
 
 def up() -> int:

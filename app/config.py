@@ -25,6 +25,15 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address the web server binds.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port the web server binds.")
+    server_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Web server processes (uvicorn workers) sharing the port. One answers a few users; "
+        "for hundreds of open run pages and API pollers at once, one per free core (each takes "
+        "about 0.5 GB: it loads transformers to validate run configs). Live-update caps and "
+        "shared stream polls are per process.",
+    )
     database_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL; default: a SQLite file in the data directory. "
@@ -123,7 +132,9 @@ class Settings(BaseSettings):
         description="Signs dashboard session cookies; default: a random secret kept in the data directory.",
     )
     sse_max_streams_per_client: int = Field(
-        default=256, ge=1, description="Live-update connections one client address may hold open at once."
+        default=256,
+        ge=1,
+        description="Live-update connections one client address may hold open at once, per server process.",
     )
 
     @field_validator("api_key", "session_secret", "hf_token", mode="before")

@@ -15,7 +15,7 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.api import chat, files, jobs
-from app.auth import AuthMiddleware, first_start_key
+from app.auth import AuthMiddleware, announce_first_start_key
 from app.config import get_settings
 from app.db import get_engine
 from app.errors import install_error_handlers
@@ -59,15 +59,8 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     # importing transformers takes seconds: do it now, not in the first user's request.
     warm_up = asyncio.create_task(run_in_threadpool(_load_run_config_vocabulary))
     watcher = asyncio.create_task(_watch_orphans(max(5.0, settings.stale_run_after_s / 4)))
-    key = await run_in_threadpool(first_start_key)
-    if key is not None:
-        # Shown once, like Jupyter's token: only its hash is kept.
-        url = f"http://{settings.host}:{settings.port}/login?key={key}"
-        print(
-            f"\n  An admin API key was made for this first start (it is not shown again):\n    {key}\n"
-            f"  Log in: {url}\n",
-            flush=True,
-        )
+    # `loraboard serve` has done it already; this is for the app started another way.
+    await run_in_threadpool(announce_first_start_key)
     yield
     watcher.cancel()
     warm_up.cancel()

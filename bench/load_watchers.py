@@ -16,6 +16,7 @@ defaults, in a temporary data dir) on some cores and runs the clients on others:
 host, the clients then take no CPU time from the server or the run, as on a separate host.
 `--worker-cpus` gives the training worker cores of its own too: without a GPU the run is
 CPU-bound, and on the server's cores it measures the two sharing a core, not the server.
+`--server-workers 4` runs the server as four processes on the one port.
 """
 
 from __future__ import annotations
@@ -228,6 +229,7 @@ def run_on_local_stack(
             local_roots=[],
             cpus=stack_cpus,
             worker_cpus=worker_cpus,
+            server_workers=args.server_workers,
         )
         try:
             stack.start()
@@ -243,6 +245,7 @@ def run_on_local_stack(
             pinned = {
                 name: sorted(os.sched_getaffinity(process.pid)) for name, process in stack.processes.items()
             }
+            server_processes = len(stack.server_process_ids())
         finally:
             stack.stop()
     return {
@@ -254,6 +257,7 @@ def run_on_local_stack(
             "stack_cpus": sorted(stack_cpus) if stack_cpus is not None else "any",
             "worker_cpus": sorted(worker_cpus) if worker_cpus is not None else "stack_cpus",
             "client_cpus": sorted(client_cpus) if client_cpus is not None else "any",
+            "server_processes": server_processes,
             "stack_process_cpus": pinned,
             "client_process_cpus": sorted(os.sched_getaffinity(0)),
             "load_average_after": os.getloadavg(),
@@ -278,6 +282,12 @@ def main() -> None:
         " without a GPU, keeps the CPU-bound run off the server's cores as a GPU would",
     )
     parser.add_argument("--client-cpus", type=parse_cpus, help="with --local: the clients' cores")
+    parser.add_argument(
+        "--server-workers",
+        type=int,
+        default=1,
+        help="with --local: the server's processes (LORABOARD_SERVER_WORKERS)",
+    )
     parser.add_argument("--watchers", type=int, default=200)
     parser.add_argument("--pollers", type=int, default=50)
     parser.add_argument("--max-steps", type=int, default=60)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import secrets
 import signal
 import socket
@@ -43,6 +44,8 @@ class LocalStack:
     worker_cpus: frozenset[int] | None = None
     """The training worker's own cores, where they are not `cpus`: keeps a CPU-bound run (no GPU)
     off the server's cores, as a GPU keeps it on a real training host."""
+    server_workers: int = 1
+    """The server's processes (LORABOARD_SERVER_WORKERS)."""
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     base_url: str = ""
 
@@ -59,6 +62,7 @@ class LocalStack:
         env.update(
             LORABOARD_DATA_DIR=str(self.data_dir),
             LORABOARD_API_KEY=self.api_key,
+            LORABOARD_SERVER_WORKERS=str(self.server_workers),
             LORABOARD_LOCAL_ROOTS="[" + ", ".join(f'"{root}"' for root in self.local_roots) + "]",
             # Where the worker keeps them by default (app/config.py, compile_cache_dir), named
             # here so that no cache set in the machine's environment is shared between phases.
@@ -124,6 +128,12 @@ class LocalStack:
     def log_tail(self, name: str, chars: int = 4000) -> str:
         path = self.log_dir / f"{name}.log"
         return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+    def server_process_ids(self) -> list[int]:
+        """The processes answering on the port, as uvicorn logs their start (server_workers of them)."""
+        path = self.log_dir / "server.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return sorted({int(pid) for pid in re.findall(r"Started server process \[(\d+)\]", text)})
 
     def cpus_of(self, name: str) -> frozenset[int] | None:
         """The cores the process called name is pinned to (None: any)."""

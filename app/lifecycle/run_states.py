@@ -166,9 +166,11 @@ def mark_failed(
         error_message=message,
         error_param=param,
     )
-    add_event(session, run_id, f"Job failed: {message}", level="error")
-    session.commit()
     if failed:
+        # Only the call that failed the run says so: two server processes finding the same
+        # orphan must not log its failure twice, nor one that ended meanwhile as failed.
+        add_event(session, run_id, f"Job failed: {message}", level="error")
+        session.commit()
         webhook_events.notify(session, run_id, "failed")
 
 

@@ -9,7 +9,9 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -204,3 +206,26 @@ def test_the_first_start_makes_one_admin_key(monkeypatch: pytest.MonkeyPatch) ->
         "admin",
         True,
     )
+
+
+def test_server_processes_starting_together_sign_with_one_secret(tmp_path: Path) -> None:
+    """server_workers processes make the session secret at once: all must read the same one,
+    never an empty or half-written file (a cookie one signs would fail in the others)."""
+    path = tmp_path / "session-secret"
+    for _attempt in range(20):
+        path.unlink(missing_ok=True)
+        starting = threading.Barrier(8)
+        read: list[bytes] = []
+
+        def start(starting: threading.Barrier, read: list[bytes]) -> None:
+            starting.wait()
+            read.append(auth.kept_secret(path))
+
+        threads = [threading.Thread(target=start, args=(starting, read)) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(set(read)) == 1 and len(read[0]) == 64, read
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+    assert path.stat().st_mode & 0o777 == 0o600

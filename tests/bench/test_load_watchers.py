@@ -41,7 +41,9 @@ def test_the_worker_follows_the_stacks_cores_unless_given_its_own(tmp_path) -> N
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPU cores to keep apart")
-def test_local_load_keeps_the_clients_and_the_run_off_the_servers_core(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_local_load_keeps_the_clients_and_the_run_off_the_servers_core_and_runs_its_processes(
+    tmp_path,
+) -> None:  # type: ignore[no-untyped-def]
     # Two cores: the server on one, the clients and the training worker on the other.
     stack_cpu, client_cpu = sorted(os.sched_getaffinity(0))[:2]
     env = {key: value for key, value in os.environ.items() if not key.startswith("LORABOARD_")}
@@ -49,7 +51,7 @@ def test_local_load_keeps_the_clients_and_the_run_off_the_servers_core(tmp_path)
         [
             sys.executable, "-m", "bench", "load", "--local",
             "--stack-cpus", str(stack_cpu), "--client-cpus", str(client_cpu),
-            "--worker-cpus", str(client_cpu),
+            "--worker-cpus", str(client_cpu), "--server-workers", "2",
             "--watchers", "4", "--pollers", "2", "--max-steps", "20", "--timeout-s", "300",
         ],
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600,
@@ -58,6 +60,7 @@ def test_local_load_keeps_the_clients_and_the_run_off_the_servers_core(tmp_path)
     figures = json.loads(result.stdout[result.stdout.index("{") :])
     assert figures["errors"] == 0, figures["first_errors"]
     assert figures["polls"] > 0 and figures["stream_messages"] >= 4
+    assert figures["machine"]["server_processes"] == 2
     assert figures["tokens_per_second_unwatched"] > 0 and figures["tokens_per_second_watched"] > 0
     machine = figures["machine"]
     assert machine["client_process_cpus"] == [client_cpu]
