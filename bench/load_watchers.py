@@ -16,7 +16,10 @@ defaults, in a temporary data dir) on some cores and runs the clients on others:
 host, the clients then take no CPU time from the server or the run, as on a separate host.
 `--worker-cpus` gives the training worker cores of its own too: without a GPU the run is
 CPU-bound, and on the server's cores it measures the two sharing a core, not the server.
-`--server-workers 4` runs the server as four processes on the one port.
+`--server-workers 4` runs the server as four processes on the one port, and
+`--client-processes 8` spreads the clients over eight processes, as the watchers of a real
+server are separate browsers: one event loop sending 250 first requests at once queues them
+behind each other, and its polls' latency is then its own as much as the server's.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import platform
 import statistics
@@ -37,6 +41,7 @@ import httpx
 
 FINAL = {"succeeded", "failed", "cancelled"}
 POLL_EVERY_S = 1.0
+START_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -171,29 +176,137 @@ async def poll(
         await asyncio.sleep(POLL_EVERY_S)
 
 
+def _client(url: str, key: str, connections: int) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=connections + 10)
+    return httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60, limits=limits
+    )
+
+
+def _crowd(
+    client: httpx.AsyncClient,
+    job_id: str,
+    watchers: int,
+    pollers: int,
+    stop: asyncio.Event,
+    report: LoadReport,
+    load_began: float,
+) -> list[asyncio.Task[None]]:
+    tasks = [asyncio.create_task(watch(client, job_id, stop, report)) for _ in range(watchers)]
+    tasks += [asyncio.create_task(poll(client, job_id, stop, report, load_began)) for _ in range(pollers)]
+    return tasks
+
+
+def _crowd_process(
+    url: str,
+    key: str,
+    job_id: str,
+    watchers: int,
+    pollers: int,
+    start: Any,  # multiprocessing Barrier: every process's clients begin in the same instant
+    stop: Any,  # multiprocessing Event: the watched run has ended
+    results: Any,  # multiprocessing Queue: this process's LoadReport, as a dict of its lists
+) -> None:
+    """One client process's share of the crowd (its own event loop, as separate browsers have)."""
+    report = LoadReport(watchers=watchers, pollers=pollers)
+
+    async def share() -> None:
+        async with _client(url, key, watchers + pollers) as client:
+            start.wait()
+            load_began = time.monotonic()  # system-wide on Linux: the same clock in every process
+            stopped = asyncio.Event()
+            tasks = _crowd(client, job_id, watchers, pollers, stopped, report, load_began)
+            while not stop.is_set():
+                await asyncio.sleep(0.1)
+            stopped.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        asyncio.run(share())
+    except BaseException as error:  # the parent must hear of it, not wait for a result forever
+        report.errors.append(f"client process {type(error).__name__}: {error}")
+    results.put(
+        {
+            "poll_latencies_s": report.poll_latencies_s,
+            "poll_started_s": report.poll_started_s,
+            "errors": report.errors,
+            "stream_messages": report.stream_messages,
+        }
+    )
+
+
+async def _load_from_processes(
+    url: str, key: str, job_id: str, report: LoadReport, processes: int, until_final: Any
+) -> dict[str, Any]:
+    """The watchers and pollers spread over client processes: one event loop opening 250
+    connections at once queues its own requests behind each other, and would time itself."""
+    context = multiprocessing.get_context("spawn")
+    start, stop, results = context.Barrier(processes + 1), context.Event(), context.Queue()
+    children = [
+        context.Process(
+            target=_crowd_process,
+            args=(
+                url,
+                key,
+                job_id,
+                report.watchers * (index + 1) // processes - report.watchers * index // processes,
+                report.pollers * (index + 1) // processes - report.pollers * index // processes,
+                start,
+                stop,
+                results,
+            ),
+            daemon=True,
+        )
+        for index in range(processes)
+    ]
+    for child in children:
+        child.start()
+    try:
+        await asyncio.to_thread(start.wait, START_TIMEOUT_S)
+        job: dict[str, Any] = await until_final()
+    finally:
+        stop.set()
+        for _ in children:
+            share = await asyncio.to_thread(results.get, True, START_TIMEOUT_S)
+            report.poll_latencies_s += share["poll_latencies_s"]
+            report.poll_started_s += share["poll_started_s"]
+            report.errors += share["errors"]
+            report.stream_messages += share["stream_messages"]
+        for child in children:
+            child.join(timeout=30)
+    return job
+
+
 async def run_load(
-    url: str, key: str, watchers: int, pollers: int, max_steps: int, timeout_s: float
+    url: str,
+    key: str,
+    watchers: int,
+    pollers: int,
+    max_steps: int,
+    timeout_s: float,
+    client_processes: int = 1,
 ) -> LoadReport:
     report = LoadReport(watchers=watchers, pollers=pollers)
-    limits = httpx.Limits(max_connections=watchers + pollers + 10)
-    headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60, limits=limits) as client:
+    async with _client(url, key, watchers + pollers) as client:
         unwatched = (await client.post("/v1/fine_tuning/jobs", json=demo_job(max_steps))).json()
         await wait_final(client, unwatched["id"], timeout_s)
         report.tokens_per_second_unwatched = await median_tokens_per_second(client, unwatched["id"])
 
         watched = (await client.post("/v1/fine_tuning/jobs", json=demo_job(max_steps))).json()
-        stop = asyncio.Event()
-        load_began = time.monotonic()
-        tasks = [asyncio.create_task(watch(client, watched["id"], stop, report)) for _ in range(watchers)]
-        tasks += [
-            asyncio.create_task(poll(client, watched["id"], stop, report, load_began)) for _ in range(pollers)
-        ]
-        try:
-            job = await wait_final(client, watched["id"], timeout_s)
-        finally:
-            stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
+
+        async def until_final() -> dict[str, Any]:
+            return await wait_final(client, watched["id"], timeout_s)
+
+        if client_processes > 1:
+            job = await _load_from_processes(url, key, watched["id"], report, client_processes, until_final)
+        else:
+            stop = asyncio.Event()
+            tasks = _crowd(client, watched["id"], watchers, pollers, stop, report, time.monotonic())
+            try:
+                job = await until_final()
+            finally:
+                stop.set()
+                await asyncio.gather(*tasks, return_exceptions=True)
         if job["status"] != "succeeded":
             report.errors.append(f"watched run {job['status']}: {job.get('error')}")
         report.tokens_per_second_watched = await median_tokens_per_second(client, watched["id"])
@@ -238,7 +351,13 @@ def run_on_local_stack(
                 os.sched_setaffinity(0, client_cpus)
             report = asyncio.run(
                 run_load(
-                    stack.base_url, stack.api_key, args.watchers, args.pollers, args.max_steps, args.timeout_s
+                    stack.base_url,
+                    stack.api_key,
+                    args.watchers,
+                    args.pollers,
+                    args.max_steps,
+                    args.timeout_s,
+                    args.client_processes,
                 )
             )
             # Read back from the running processes: what the pinning actually did.
@@ -258,6 +377,7 @@ def run_on_local_stack(
             "worker_cpus": sorted(worker_cpus) if worker_cpus is not None else "stack_cpus",
             "client_cpus": sorted(client_cpus) if client_cpus is not None else "any",
             "server_processes": server_processes,
+            "client_processes": args.client_processes,
             "stack_process_cpus": pinned,
             "client_process_cpus": sorted(os.sched_getaffinity(0)),
             "load_average_after": os.getloadavg(),
@@ -288,6 +408,13 @@ def main() -> None:
         default=1,
         help="with --local: the server's processes (LORABOARD_SERVER_WORKERS)",
     )
+    parser.add_argument(
+        "--client-processes",
+        type=int,
+        default=1,
+        help="spread the watchers and pollers over this many client processes (one per client core:"
+        " one event loop opening hundreds of connections at once measures itself)",
+    )
     parser.add_argument("--watchers", type=int, default=200)
     parser.add_argument("--pollers", type=int, default=50)
     parser.add_argument("--max-steps", type=int, default=60)
@@ -299,7 +426,15 @@ def main() -> None:
         if not args.key:
             parser.error("--key is required unless --local")
         report = asyncio.run(
-            run_load(args.url, args.key, args.watchers, args.pollers, args.max_steps, args.timeout_s)
+            run_load(
+                args.url,
+                args.key,
+                args.watchers,
+                args.pollers,
+                args.max_steps,
+                args.timeout_s,
+                args.client_processes,
+            )
         )
         figures = report.as_dict()
     print(json.dumps(figures, indent=2))

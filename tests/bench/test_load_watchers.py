@@ -52,6 +52,7 @@ def test_local_load_keeps_the_clients_and_the_run_off_the_servers_core_and_runs_
             sys.executable, "-m", "bench", "load", "--local",
             "--stack-cpus", str(stack_cpu), "--client-cpus", str(client_cpu),
             "--worker-cpus", str(client_cpu), "--server-workers", "2",
+            "--client-processes", "2",
             "--watchers", "4", "--pollers", "2", "--max-steps", "20", "--timeout-s", "300",
         ],
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600,
@@ -61,6 +62,7 @@ def test_local_load_keeps_the_clients_and_the_run_off_the_servers_core_and_runs_
     assert figures["errors"] == 0, figures["first_errors"]
     assert figures["polls"] > 0 and figures["stream_messages"] >= 4
     assert figures["machine"]["server_processes"] == 2
+    assert figures["machine"]["client_processes"] == 2
     assert figures["tokens_per_second_unwatched"] > 0 and figures["tokens_per_second_watched"] > 0
     machine = figures["machine"]
     assert machine["client_process_cpus"] == [client_cpu]
