@@ -100,6 +100,7 @@ templates.env.globals.update(
     # Read from the request's context (auth.current_principal), so fragments rendered for the
     # live stream carry it too.
     csrf_token=lambda: auth.csrf_token(auth.current_principal.get()),
+    viewer=auth.current_principal.get,
 )
 templates.env.filters.update(
     duration=duration, integer=integer, number=number, gigabytes=gigabytes, when=when, to_json=to_json

@@ -119,6 +119,26 @@ def test_a_session_needs_our_origin_and_the_csrf_token(app: object) -> None:
     )
 
 
+def test_a_dashboard_session_logs_out_from_every_page(app: object) -> None:
+    client = anonymous(app)
+    client.post("/login", data={"key": user_key("carol")}, headers={"Origin": "http://testserver"})
+    page = client.get("/datasets")
+    logout = re.search(
+        r'<form class="signout" method="post" action="/logout">\s*'
+        r'<input type="hidden" name="csrf_token" value="([0-9a-f]+)">\s*'
+        r'<span class="muted">carol</span> <button type="submit" class="link-button">Log out</button>',
+        page.text,
+    )
+    assert logout is not None, page.text[:2000]
+    assert "Log out" not in bearer(app, ADMIN_KEY).get("/datasets").text  # a script has no session
+    out = client.post(
+        "/logout", data={"csrf_token": logout.group(1)}, headers={"Origin": "http://testserver"}
+    )
+    assert out.status_code == 303 and out.headers["location"] == "/login"
+    again = client.get("/datasets", headers={"accept": "text/html"})
+    assert again.status_code == 303 and again.headers["location"] == "/login?next=/datasets"
+
+
 def test_a_foreign_host_name_is_refused(app: object) -> None:
     response = bearer(app, ADMIN_KEY).get("/v1/files", headers={"Host": "rebound.evil.example"})
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_host"
