@@ -183,8 +183,8 @@ def kept_secret(path: Path) -> bytes:
     and each must sign with the same one: the file appears complete or not at all (a hard link
     to a finished temporary file), and whichever process links first wins."""
     if not path.exists():
+        # NamedTemporaryFile makes the file 0600: readable by the server's user alone.
         with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}-", delete=False) as new:
-            os.chmod(new.name, 0o600)
             new.write(secrets.token_hex(32))
         try:
             os.link(new.name, path)

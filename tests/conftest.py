@@ -17,7 +17,7 @@ from tests.hub_server import (
     HubRepo,
     LoopbackHub,
 )
-from tests.paths import PROJECT_ROOT
+from tests.paths import ARTIFACTS, PROJECT_ROOT
 from tests.stack import ADMIN_KEY, Stack, drop_postgres_database, make_stack
 from tests.tiny_llama import save_random_llama
 
@@ -39,8 +39,6 @@ os.environ["HF_HUB_CACHE"] = str(TEST_HF_HOME / "hub")
 os.environ.pop("HF_HUB_OFFLINE", None)
 os.environ["LORABOARD_API_KEY"] = ADMIN_KEY  # the in-process app's, as the stacks'
 os.environ["LORABOARD_ALLOWED_HOSTS"] = '["127.0.0.1", "localhost", "testserver"]'  # TestClient's host
-
-ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -6,3 +6,4 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEMO_DATA = PROJECT_ROOT / "data" / "demo"
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"  # logs and screenshots of the test processes

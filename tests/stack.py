@@ -30,6 +30,17 @@ ADMIN_KEY = "lb-test-admin-key-for-the-test-stacks"
 ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
+def wait_until(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    """predicate's first truthy value, polled every 0.3 s; an AssertionError naming what after timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 from sqlalchemy import create_engine, text
 
-from tests.functional.test_up_restarts import ARTIFACTS, wait_for
-from tests.stack import free_port, make_stack
+from tests.paths import ARTIFACTS
+from tests.stack import free_port, make_stack, wait_until
 
 PROCESSES = 3
 
@@ -30,7 +30,7 @@ def test_server_processes_share_one_first_start_key_and_every_login(tmp_path: Pa
     stack.migrate()
     stack.start("server", "-m", "app.cli", "serve")
     try:
-        log = wait_for(
+        log = wait_until(
             lambda: (
                 stack.log("server").count("Application startup complete") >= PROCESSES and stack.log("server")
             ),

@@ -9,25 +9,12 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
 from pathlib import Path
 
 import httpx
 
-from tests.paths import PROJECT_ROOT
-from tests.stack import ADMIN_HEADERS, free_port, make_stack
-
-ARTIFACTS = PROJECT_ROOT / "test-artifacts"
-
-
-def wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.paths import ARTIFACTS
+from tests.stack import ADMIN_HEADERS, free_port, make_stack, wait_until
 
 
 def healthy(base_url: str) -> bool:
@@ -50,14 +37,14 @@ def test_a_dead_child_is_restarted_and_the_rest_keep_running(tmp_path: Path, sha
     base_url = f"http://127.0.0.1:{port}"
     stack.start("up", "-m", "app.cli", "up")
     try:
-        wait_for(lambda: healthy(base_url), 90, "the server")
+        wait_until(lambda: healthy(base_url), 90, "the server")
 
         def started(name: str) -> list[int]:
             return [int(pid) for pid in re.findall(rf"started {name} \(pid (\d+)\)", stack.log("up"))]
 
-        first = wait_for(lambda: started("worker-inference"), 30, "the inference worker")[0]
+        first = wait_until(lambda: started("worker-inference"), 30, "the inference worker")[0]
         os.kill(first, signal.SIGKILL)
-        log = wait_for(lambda: len(started("worker-inference")) == 2 and stack.log("up"), 30, "the restart")
+        log = wait_until(lambda: len(started("worker-inference")) == 2 and stack.log("up"), 30, "the restart")
         assert f"worker-inference (pid {first}) exited with code -9; restarting in 1 s" in log
         second = started("worker-inference")[1]
         assert second != first
